@@ -1,0 +1,1 @@
+"""Stage 2, simd: loops the compiler vectorizes (fastmath, contiguous innermost loops)."""

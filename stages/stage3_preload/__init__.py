@@ -1,0 +1,1 @@
+"""Stage 3, preload: every weight loaded once into a pool, before inference."""
