@@ -1,0 +1,1 @@
+"""Stage 4, prealloc: every buffer allocated up front; no allocation in the forward pass."""
