@@ -251,7 +251,8 @@ class Model:
         """The generated module's path; written only if no file for this manifest and generator exists."""
         manifest_bytes = json.dumps(self.manifest, sort_keys=True).encode()
         digest = hashlib.sha256(manifest_bytes + Path(__file__).read_bytes()).hexdigest()[:16]
-        path = CODEGEN_DIR / f"resnet50_{self.manifest['variant'].replace('.', '_')}_{digest}.py"
+        stage = Path(__file__).parent.name
+        path = CODEGEN_DIR / f"{stage}_resnet50_{self.manifest['variant'].replace('.', '_')}_{digest}.py"
         if path.is_file():
             return path
         calls = [line for line in self.lines if not line.lstrip().startswith("#")]
