@@ -67,6 +67,13 @@ verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
 run: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)
 
+# The latency table, JSON and chart of every stage (or STAGES=3,4) and the peers; bench/README.md explains.
+bench: $(DEV_STAMP) $(WEIGHTS)
+	$(PY) -m bench $(if $(STAGES),--stages $(STAGES)) $(ARGS)
+
+profile: $(DEV_STAMP) $(WEIGHTS)
+	$(PY) -m bench.profile $(STAGE) $(ARGS)
+
 # Stage 2 on: the packed FMA instructions numba emitted for a stage's kernels.
 asm: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m common.asm $(STAGE) $(FUNCTION)

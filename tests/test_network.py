@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from common.labels import TOP_K, softmax
-from tests.conftest import PICS, STAGES, stage_module
+from common.stages import STAGES, stage_module
+from tests.conftest import PICS
 
 PROB_TOLERANCE = 1e-3
 

@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 
 from common.asm import compiled_functions
-from tests.conftest import STAGES, stage_module
+from common.stages import STAGES, stage_module, stage_number
 
 FORWARDS = 3
 # Python objects a forward pass may create and drop again (argument tuples, boxed ints): far below one
@@ -46,10 +46,6 @@ def allocating_kernels(model) -> dict[str, list[str]]:
             if calls:
                 found[name] = calls
     return found
-
-
-def stage_number(stage: str) -> int:
-    return int(stage.removeprefix("stage").split("_")[0])
 
 
 @pytest.mark.slow

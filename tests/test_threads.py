@@ -12,7 +12,8 @@ import pytest
 
 from common.labels import softmax
 from common.paths import REPO
-from tests.conftest import PICS, STAGES
+from common.stages import STAGES
+from tests.conftest import PICS
 from tests.test_network import PROB_TOLERANCE
 
 THREADED = [s for s in STAGES if "threads=True" in (REPO / "stages" / s / "__main__.py").read_text()]

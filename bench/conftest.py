@@ -1,0 +1,94 @@
+"""Options and shared set-up of the latency benchmark (bench/test_latency.py); `python -m bench` passes them."""
+
+import os
+import platform
+
+import numpy as np
+import pytest
+
+from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
+from common.cli import positive_int
+from common.errors import UserError
+from common.image import load_image
+from common.paths import WEIGHTS_DIR
+from common.weights import load_manifest
+
+# Rounds per row: as many as fit into the time budget, within these bounds. The first stage takes
+# seconds per image and gets the minimum; the fast ones get up to the maximum.
+DEFAULT_SECONDS_PER_ROW = 10.0
+DEFAULT_MIN_ROUNDS = 5
+DEFAULT_MAX_ROUNDS = 200
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("resnet50 bench")
+    group.addoption("--stages", default=ALL, help="stages to run: all, or numbers/names such as 3,4 (default: all)")
+    group.addoption("--peers", default=ALL, help="peers to run: all, none, or pytorch,onnxruntime,openvino")
+    group.addoption("--threads", type=positive_int, default=os.cpu_count(),
+                    help="threads for every row (default: all cores)")
+    group.addoption("--image", default=str(DEFAULT_IMAGE), help="the photo every row classifies")
+    group.addoption("--seconds", type=float, default=DEFAULT_SECONDS_PER_ROW,
+                    help="timing budget per row in seconds, which sets its number of rounds")
+    group.addoption("--min-rounds", type=positive_int, default=DEFAULT_MIN_ROUNDS, help="fewest timed rounds per row")
+    group.addoption("--max-rounds", type=positive_int, default=DEFAULT_MAX_ROUNDS, help="most timed rounds per row")
+
+
+def pytest_configure(config):
+    """Checks the options before anything runs, so that a mistake costs one line, not a collection error."""
+    import numba
+
+    try:
+        config.bench_rows = select_stages(config.getoption("stages")) + select_peers(config.getoption("peers"))
+        config.bench_manifest = load_manifest(WEIGHTS_DIR)
+        config.bench_image = load_image(config.getoption("image"), config.bench_manifest["preprocessing"])
+    except UserError as e:
+        raise pytest.UsageError(str(e)) from None
+    count = config.getoption("threads")
+    if count > numba.config.NUMBA_NUM_THREADS:
+        raise pytest.UsageError(f"--threads {count}: at most {numba.config.NUMBA_NUM_THREADS} "
+                                f"(numba's NUMBA_NUM_THREADS)")
+
+
+def pytest_generate_tests(metafunc):
+    if "row" in metafunc.fixturenames:
+        metafunc.parametrize("row", metafunc.config.bench_rows)
+
+
+@pytest.fixture(scope="session")
+def threads(pytestconfig) -> int:
+    """Every row gets the same thread count: numba's parallel loops (stage 6 on) and torch are set here,
+    the ONNX Runtime and OpenVINO peers take it when they are built."""
+    import numba
+    import torch
+
+    count = pytestconfig.getoption("threads")
+    numba.set_num_threads(count)
+    torch.set_num_threads(count)
+    return count
+
+
+@pytest.fixture(scope="session")
+def manifest(pytestconfig) -> dict:
+    return pytestconfig.bench_manifest
+
+
+@pytest.fixture(scope="session")
+def image(pytestconfig) -> np.ndarray:
+    """HWC float32 (224, 224, 3), as common.image prepares it for every stage."""
+    return pytestconfig.bench_image
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """What latest.json names next to the figures: the software versions and the threads every row used."""
+    import numba
+    import onnxruntime
+    import openvino
+    import torch
+
+    machine_info["cores"] = os.cpu_count()
+    machine_info["threads"] = config.getoption("threads")
+    machine_info["versions"] = {
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__.split("-")[0],  # without the build suffix
+    }

@@ -1,0 +1,200 @@
+"""pytest-benchmark's JSON -> the comparison table (stdout and latest.md), latest.json and a chart.
+
+    python -m bench.report [RAW_JSON] [--out DIR]
+
+`python -m bench` calls it after the run; run it by hand to redraw the report of an earlier run, e.g.
+one saved under bench/results/history/. bench/README.md explains every column.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.peers import PEERS
+from common.errors import UserError
+from common.paths import REPO
+
+RESULTS_DIR = REPO / "bench" / "results"
+RAW_JSON = "raw.json"
+LATEST_JSON, LATEST_MD, LATEST_PNG = "latest.json", "latest.md", "chart.png"
+MS_PER_S = 1000.0
+FLOPS_PER_MAC = 2  # a multiply-add is two floating-point operations
+GIGA = 1e9
+SPREAD_PERCENTILE = 90
+FIRST_STAGE_PREFIX = "stage1_"
+TORCH_PEER = "pytorch"
+# model.timings keys -> the table column that shows them; a key missing here stops the benchmark.
+SETUP_COLUMNS = {"load weights": "load_weights_s", "codegen": "codegen_compile_s", "compile": "codegen_compile_s"}
+COLUMNS = (  # (field in latest.json, Markdown header, format)
+    ("median_ms", "median ms", "ms"), ("min_ms", "min ms", "ms"), ("p90_ms", "p90 ms", "ms"),
+    ("fps", "fps", "fps"), ("speedup_vs_stage1", "speedup vs stage 1", "x"),
+    ("speedup_vs_previous", "vs previous stage", "x"), ("time_vs_pytorch", "time / PyTorch", "x"),
+    ("gflops", "GFLOP/s", "gflops"), ("load_weights_s", "load weights s", "s"),
+    ("codegen_compile_s", "codegen+compile s", "s"), ("rounds", "rounds", "int"),
+)
+STAGE_COLOUR, PEER_COLOUR = "#3b75af", "#ef8636"
+LABEL_GAP = 1.08  # a label starts this factor right of its whisker (the axis is logarithmic)
+AXIS_MARGIN = 1.6  # room left of the fastest whisker; its cube right of the slowest, for the label
+
+
+def load_raw(path: Path) -> dict:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable pytest-benchmark JSON file ({e}); run `make bench` first") from None
+    if not raw.get("benchmarks"):
+        raise UserError(f"{path}: no benchmark rows in it; run `make bench` first")
+    return raw
+
+
+def row_order(row: dict) -> tuple:
+    """Stages by folder name (stage1_..., stage2_...), then the peers in PEERS order."""
+    return (1, PEERS.index(row["name"]), "") if row["kind"] == "peer" else (0, 0, row["name"])
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or denominator is None else numerator / denominator
+
+
+def build_rows(raw: dict) -> list[dict]:
+    """One dict per benchmarked row with every figure of the table, plus what the table leaves out."""
+    rows = []
+    for bench in raw["benchmarks"]:
+        stats, extra = bench["stats"], bench["extra_info"]
+        median_s = stats["median"]
+        setup = {column: None for column in SETUP_COLUMNS.values()}
+        for key, seconds in extra["setup_s"].items():
+            column = SETUP_COLUMNS[key]
+            setup[column] = (setup[column] or 0.0) + seconds
+        rows.append({
+            "name": bench["param"], "kind": extra["kind"], "rounds": stats["rounds"],
+            "median_ms": median_s * MS_PER_S, "min_ms": stats["min"] * MS_PER_S,
+            "p90_ms": float(np.percentile(stats["data"], SPREAD_PERCENTILE)) * MS_PER_S,
+            "mean_ms": stats["mean"] * MS_PER_S, "stddev_ms": stats["stddev"] * MS_PER_S,
+            "fps": 1.0 / median_s, "gflops": FLOPS_PER_MAC * extra["macs"] / median_s / GIGA,
+            **setup, "setup_s": extra["setup_s"], "build_s": extra["build_s"],
+            "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
+        })
+    rows.sort(key=row_order)
+    by_name = {r["name"]: r["median_ms"] for r in rows}
+    stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
+    previous = None
+    for r in rows:
+        r["speedup_vs_stage1"] = _ratio(stage1, r["median_ms"])
+        r["speedup_vs_previous"] = _ratio(previous, r["median_ms"]) if r["kind"] == "stage" else None
+        r["time_vs_pytorch"] = _ratio(r["median_ms"], by_name.get(TORCH_PEER))
+        previous = r["median_ms"] if r["kind"] == "stage" else previous
+    return rows
+
+
+def machine(raw: dict) -> dict:
+    info = raw["machine_info"]
+    return {
+        "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
+        "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
+    }
+
+
+def fmt(value, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "x":
+        return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
+    if kind == "int":
+        return str(value)
+    if kind == "fps" or kind == "gflops":
+        return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    if kind == "ms":
+        return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    header = "| row | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|---|" + "---:|" * len(COLUMNS)
+    lines = [header, rule]
+    for r in rows:
+        lines.append(f"| {r['name']} | " + " | ".join(fmt(r[key], kind) for key, _, kind in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def describe(summary: dict) -> str:
+    m = summary["machine"]
+    return (f"ResNet-50, one {summary['image']} image, batch 1, float32, {m['threads']} thread(s) per row; "
+            f"{m['cpu']} ({m['cores']} cores), Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, "
+            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}; {summary['datetime']}")
+
+
+def write_chart(rows: list[dict], path: Path, title: str) -> None:
+    """Horizontal bars of the median latency on a log scale (stage 1 and the peers differ 100-fold),
+    whiskers from min to p90, the value written next to each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    medians = np.array([r["median_ms"] for r in rows])
+    whiskers = np.array([[r["median_ms"] - r["min_ms"] for r in rows], [r["p90_ms"] - r["median_ms"] for r in rows]])
+    colours = [PEER_COLOUR if r["kind"] == "peer" else STAGE_COLOUR for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.8))
+    positions = np.arange(len(rows))
+    ax.barh(positions, medians, color=colours, xerr=whiskers, capsize=3)
+    for y, r in zip(positions, rows, strict=True):
+        faster = r["speedup_vs_stage1"] and not r["name"].startswith(FIRST_STAGE_PREFIX)
+        speedup = f"  ({fmt(r['speedup_vs_stage1'], 'x')})" if faster else ""
+        ax.text(r["p90_ms"] * LABEL_GAP, y, f"{fmt(r['median_ms'], 'ms')} ms{speedup}", va="center", fontsize=9)
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()  # stage 1 on top, in table order
+    ax.set_xscale("log")
+    ax.set_xlim(min(r["min_ms"] for r in rows) / AXIS_MARGIN, max(r["p90_ms"] for r in rows) * AXIS_MARGIN**3)
+    ax.set_xlabel("median latency per image, ms (log scale; whiskers: min to p90; in brackets: speedup over stage 1)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=STAGE_COLOUR), plt.Rectangle((0, 0), 1, 1, color=PEER_COLOUR)],
+              labels=["our stages", "peers (libraries)"], loc="lower right")
+    ax.grid(axis="x", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(raw_path: Path, out_dir: Path) -> dict:
+    """Writes latest.json, latest.md and latest.png into out_dir; returns the summary (latest.json's content)."""
+    raw = load_raw(raw_path)
+    rows = build_rows(raw)
+    extra = raw["benchmarks"][0]["extra_info"]
+    summary = {
+        "datetime": raw["datetime"], "machine": machine(raw), "image": extra["image"],
+        "variant": extra["variant"], "macs": extra["macs"], "pytest_benchmark": raw["version"],
+        "commit": raw.get("commit_info", {}).get("id"), "rows": rows,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / LATEST_JSON).write_text(json.dumps(summary, indent=1) + "\n")
+    table = markdown_table(rows)
+    (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n")
+    write_chart(rows, out_dir / LATEST_PNG, f"ResNet-50 latency, {summary['machine']['threads']} thread(s), "
+                                            f"{summary['machine']['cpu']}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("raw", nargs="?", type=Path, default=RESULTS_DIR / RAW_JSON,
+                        help="pytest-benchmark JSON (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        summary = write(args.raw, args.out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\n{describe(summary)}\n\n{markdown_table(summary['rows'])}\n")
+    print(f"wrote {', '.join(str(args.out / n) for n in (LATEST_JSON, LATEST_MD, LATEST_PNG))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The rows of the benchmark: the stage folders (found the same way the tests find them) and the peers.
+
+A row is built into a model with ``forward(image_hwc) -> logits`` and ``timings`` (set-up costs, seconds).
+"""
+
+from pathlib import Path
+
+from bench.peers import PEER_CLASSES, PEERS
+from common.errors import UserError
+from common.paths import PICS_DIR
+from common.stages import STAGES, stage_module
+
+DEFAULT_IMAGE = PICS_DIR / "cat.png"  # the photo every row classifies
+ALL = "all"
+NONE = "none"
+
+
+def select_stages(spec: str) -> list[str]:
+    """'all', 'none', or a comma list of stage numbers or names ('3,4', 'stage3', 'stage3_preload')."""
+    if spec == ALL:
+        return list(STAGES)
+    if spec == NONE:
+        return []
+    chosen = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        prefix = (item if item.startswith("stage") else f"stage{item}").split("_")[0] + "_"
+        matches = [s for s in STAGES if s == item or s.startswith(prefix)]
+        if not matches:
+            raise UserError(f"no stage {item!r} in stages/; stages are: {', '.join(STAGES)}")
+        chosen += [s for s in matches if s not in chosen]
+    return sorted(chosen, key=STAGES.index)
+
+
+def select_peers(spec: str) -> list[str]:
+    """'all', 'none', or a comma list of peer names."""
+    if spec == ALL:
+        return list(PEERS)
+    if spec == NONE:
+        return []
+    chosen = [part.strip() for part in spec.split(",") if part.strip()]
+    unknown = [p for p in chosen if p not in PEERS]
+    if unknown:
+        raise UserError(f"unknown peer {unknown[0]!r}; peers are: {', '.join(PEERS)} (or {ALL}, {NONE})")
+    return sorted(set(chosen), key=PEERS.index)
+
+
+def check_stage(name: str) -> str:
+    if name not in STAGES:
+        raise UserError(f"no stage folder stages/{name}; stages are: {', '.join(STAGES)}")
+    return name
+
+
+def rounds_for(seconds_per_round: float, budget_s: float, low: int, high: int) -> int:
+    """How many rounds fit into the time budget, within low..high."""
+    wanted = int(budget_s / seconds_per_round) if seconds_per_round > 0 else high
+    return max(low, min(high, wanted))
+
+
+def build(row: str, weights_dir: Path, threads: int):
+    """The model of one row. Stages take their thread count from numba (set once per process)."""
+    if row in PEER_CLASSES:
+        return PEER_CLASSES[row](weights_dir, threads)
+    return stage_module(row).Model(weights_dir=weights_dir)

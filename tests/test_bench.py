@@ -1,0 +1,124 @@
+"""The benchmark harness itself (bench/): it runs, writes every row and field, renders the table and the chart,
+profiles a stage layer by layer, and refuses what it cannot do with a one-line error. Never a speed."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.profile import attribute, layers
+from bench.report import COLUMNS, LATEST_JSON, LATEST_MD, LATEST_PNG, build_rows, markdown_table
+from common.architecture import resnet50
+from common.errors import UserError
+from common.paths import REPO
+from common.weights import load_manifest
+from tests.conftest import STAGES
+
+FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
+PEER = "onnxruntime"
+ROUNDS = 2
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROW_FIELDS = {key for key, _, _ in COLUMNS} | {"name", "kind", "setup_s", "build_s", "first_forward_s", "top1"}
+MACHINE_FIELDS = {"cpu", "cores", "threads", "python", "numpy", "numba", "torch"}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = run("bench", "--out", str(out), "--stages", FASTEST, "--peers", PEER, "--seconds", "0",
+                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return out, result
+
+
+@pytest.mark.slow
+def test_bench_writes_every_row_and_field(bench_run):
+    out, _ = bench_run
+    summary = json.loads((out / LATEST_JSON).read_text())
+    assert MACHINE_FIELDS <= set(summary["machine"])
+    assert [r["name"] for r in summary["rows"]] == [FASTEST, PEER]
+    for row in summary["rows"]:
+        assert ROW_FIELDS <= set(row), f"{row['name']} lacks {ROW_FIELDS - set(row)}"
+        assert row["rounds"] == ROUNDS
+        assert row["min_ms"] <= row["median_ms"] <= row["p90_ms"]
+        assert row["fps"] == pytest.approx(1000.0 / row["median_ms"])
+        assert row["gflops"] == pytest.approx(2 * summary["macs"] / row["median_ms"] / 1e6)
+        assert row["top1"]["label"]
+
+
+@pytest.mark.slow
+def test_bench_renders_table_chart_and_progress(bench_run):
+    out, result = bench_run
+    table = (out / LATEST_MD).read_text()
+    for title in ["row"] + [title for _, title, _ in COLUMNS]:
+        assert f" {title} |" in table
+    assert f"| {FASTEST} |" in table and f"| {PEER} |" in table
+    assert f"| {FASTEST} |" in result.stdout  # the table is also printed
+    png = (out / LATEST_PNG).read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > len(PNG_MAGIC)
+    assert f"{FASTEST}: round {ROUNDS}/{ROUNDS}" in result.stderr
+    assert list((out / "history").rglob("*.json")), "the run was not saved for later comparison"
+
+
+def fake_benchmark(name: str, kind: str, seconds: list[float]) -> dict:
+    """One entry as pytest-benchmark writes it, with only the fields report.py reads."""
+    stats = {"median": float(np.median(seconds)), "min": min(seconds), "mean": float(np.mean(seconds)),
+             "stddev": float(np.std(seconds)), "rounds": len(seconds), "data": seconds}
+    extra = {"kind": kind, "setup_s": {"load weights": 0.5, "codegen": 0.25, "compile": 1.0}, "build_s": 2.0,
+             "first_forward_s": 3.0, "top1": {"class_id": 285, "label": "Egyptian cat"}, "threads": 2,
+             "macs": 4_000_000_000}
+    return {"param": name, "stats": stats, "extra_info": extra}
+
+
+def test_report_ratios_follow_the_definitions():
+    raw = {"benchmarks": [fake_benchmark("pytorch", "peer", [0.05]), fake_benchmark("stage3_x", "stage", [0.5]),
+                          fake_benchmark("stage1_x", "stage", [4.0, 2.0, 3.0]),
+                          fake_benchmark("stage2_x", "stage", [1.0])]}
+    rows = {r["name"]: r for r in build_rows(raw)}
+    assert list(rows) == ["stage1_x", "stage2_x", "stage3_x", "pytorch"]
+    assert rows["stage3_x"]["speedup_vs_stage1"] == pytest.approx(3.0 / 0.5)
+    assert rows["stage3_x"]["speedup_vs_previous"] == pytest.approx(1.0 / 0.5)
+    assert rows["stage1_x"]["speedup_vs_previous"] is None and rows["pytorch"]["speedup_vs_previous"] is None
+    assert rows["stage2_x"]["time_vs_pytorch"] == pytest.approx(1.0 / 0.05)
+    assert rows["stage1_x"]["codegen_compile_s"] == pytest.approx(1.25)
+    assert rows["stage1_x"]["gflops"] == pytest.approx(2 * 4.0 / 3.0)
+    assert "| stage2_x | 1000 |" in markdown_table(list(rows.values()))
+
+
+@pytest.mark.slow
+def test_profile_lists_every_layer():
+    result = run("bench.profile", FASTEST, "--runs", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split()[0] for line in result.stdout.splitlines()[3:]]
+    names = [name for row in rows for name in row.split("+")]  # a fused kernel's row names its layers
+    expected = [layer.name for layer in layers(resnet50(load_manifest()["variant"]))]
+    assert names[:len(expected)] == expected
+    assert "forward (wall)" in result.stdout and "100.0%" in result.stdout
+
+
+def test_profile_refuses_a_kernel_it_cannot_place():
+    with pytest.raises(UserError, match="mystery"):
+        attribute([("mystery_kernel", [], 0.1)], layers(resnet50("v1")))
+    stem = layers(resnet50("v1"))[0]
+    wrong_shapes = [np.zeros((1, 1, 1), np.float32), np.zeros(stem.out_shape, np.float32)]
+    with pytest.raises(UserError, match="does not fit"):
+        attribute([("conv2d", wrong_shapes, 0.1)], layers(resnet50("v1")))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("bench", "--stages", "99", "--peers", "none"), "no stage '99'"),
+    (("bench", "--peers", "tensorflow"), "unknown peer 'tensorflow'"),
+    (("bench", "--image", "no_such_photo.png"), "no_such_photo.png: no such file"),
+    (("bench.profile", "stage99_nothing"), "no stage folder stages/stage99_nothing"),
+])
+def test_user_mistakes_get_one_line(args, message):
+    result = run(*args)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
