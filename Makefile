@@ -62,7 +62,7 @@ weights: $(RUNTIME_STAMP)
 	$(PY) -m common.export_weights --source $(SOURCE)
 
 verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
-	@$(PY) -c "from common.weights import verify; print(f'{verify()} weight files match the manifest')"
+	@$(PY) -m common.weights
 
 run: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from common.errors import ImageError, UserError
-from common.image import _pillow_rgb
+from common.image import pillow_rgb
 
 
 def read_rgb(path) -> np.ndarray:
@@ -26,7 +26,7 @@ def read_rgb(path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return np.asarray(_pillow_rgb(path), dtype=np.uint8)
+            return np.asarray(pillow_rgb(path), dtype=np.uint8)
     except PermissionError:
         raise ImageError(path, "permission denied; make the file readable") from None
     except Image.DecompressionBombError:

@@ -4,8 +4,9 @@
 
 Without images it classifies pics/. Per image it prints the top-5 (class id, label, probability) and
 the median latency of the forward pass; with --json, one JSON object per image per line. A bad input
-is reported (an "error" line in --json) and the run goes on; the exit code is then 1. Usage errors
-exit with 2, as argparse does.
+is reported (an "error" line in --json) and the run goes on; the exit code is then 1. Missing or
+damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does; Ctrl-C
+with 130, in one line.
 """
 
 import argparse
@@ -16,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import ImageError, UserError
-from common.image import IMAGE_SUFFIXES, LOADERS, load_image
+from common.image import IMAGE_SUFFIXES, LOADERS, images_in, load_image
 from common.labels import format_top5, top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.timing import median_ms, repeat_timed, timed
 from common.weights import load_manifest, verify
 
 EXIT_FAILED_INPUT = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader (e.g. `| head`) stopped reading
 
 
 def positive_int(text: str) -> int:
@@ -68,12 +71,15 @@ def expand(paths: list[Path]) -> list[Path | ImageError]:
     """Files as given; folders replaced by the images in them (by suffix, sorted). Problems become ImageErrors."""
     found: list[Path | ImageError] = []
     for path in paths:
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
-            found.extend(images or [ImageError(f"{path}: no images in this folder "
-                                               f"(looked for {', '.join(IMAGE_SUFFIXES)})")])
-        else:
+        if not path.is_dir():
             found.append(path)
+            continue
+        try:
+            images = images_in(path)
+        except PermissionError:
+            found.append(ImageError(path, "permission denied; make the folder readable"))
+            continue
+        found.extend(images or [ImageError(path, f"no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")])
     return found
 
 
@@ -81,41 +87,60 @@ def main(stage: str, make_model: Callable, argv: list[str] | None = None, thread
     """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
     `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
     args = parse_args(stage, argv, threads)
+    try:
+        return classify_all(stage, make_model, args, threads)
+    except UserError as e:
+        # Weights problems end the run, also when a stage finds them during a forward pass (stage 1 reads its
+        # weights lazily): they would spoil every image, not just one.
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Nobody reads our output any more; point stdout at /dev/null so that Python's own flush at exit
+        # does not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, threads: bool) -> int:
     status = sys.stderr if args.json else sys.stdout
     if threads:
         import numba
 
-        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        manifest = load_manifest(args.weights)
-        if args.verify_weights:
-            print(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
-        model, build_s = timed(make_model, args.weights)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED_INPUT
-    setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
-    print(f"{stage}: weights {manifest['source']['package']} (ResNet-50 {manifest['variant']}); {setup}", file=status)
+        pool_size = numba.config.NUMBA_NUM_THREADS
+        if args.threads > pool_size:
+            print(f"note: --threads {args.threads}: numba's thread pool has {pool_size} threads "
+                  f"(set NUMBA_NUM_THREADS to allow more); using {pool_size}", file=sys.stderr)
+        numba.set_num_threads(min(args.threads, pool_size))
+    manifest = load_manifest(args.weights)
+    if args.verify_weights:
+        print(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
 
     failed = 0
-    warmed = args.warmup == 0
+    model = None  # built at the first photo that decodes: a run over bad files only does not wait for set-up
     for path in expand(args.images or [PICS_DIR]):
         try:
             if isinstance(path, ImageError):
                 raise path
             image = load_image(path, manifest["preprocessing"], args.loader)
-            if not warmed:
-                _, warm_s = repeat_timed(model.forward, image, args.warmup)
-                print(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s (includes JIT compilation)", file=status)
-                warmed = True
-            logits, seconds = repeat_timed(model.forward, image, args.repeat)
-        except UserError as e:
+        except ImageError as e:
             failed += 1
             print(f"error: {e}", file=sys.stderr)
             if args.json:
-                name = str(path) if isinstance(path, Path) else str(e).split(":")[0]
-                print(json.dumps({"image": name, "error": str(e)}), flush=True)
+                print(json.dumps({"image": str(e.path), "error": str(e)}), flush=True)
             continue
+        if model is None:
+            model, build_s = timed(make_model, args.weights)
+            setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
+            print(f"{stage}: weights {manifest['source']['package']} (ResNet-50 {manifest['variant']}); {setup}",
+                  file=status)
+            if args.warmup:
+                _, warm_s = repeat_timed(model.forward, image, args.warmup)
+                print(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s "
+                      "(the first compiles any kernel not compiled yet)", file=status)
+        logits, seconds = repeat_timed(model.forward, image, args.repeat)
         top = top5(logits, manifest["labels"])
         latency = median_ms(seconds)
         if args.json:

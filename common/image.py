@@ -8,7 +8,7 @@ manifest's preprocessing: channel order, x = (pixel / 255 * scale - mean) / std.
 Two loaders: ``pillow`` (the default, and the one the tests' reference uses) and ``opencv``, a second
 implementation with OpenCV that matches the Pillow tensor closely but not exactly: OpenCV decodes JPEG
 with another IDCT and resizes with INTER_AREA (downscaling) / INTER_LINEAR (upscaling) instead of
-Pillow's antialiased bilinear filter. tests/test_image.py states how close.
+Pillow's antialiased bilinear filter. tests/test_images.py states how close.
 """
 
 import warnings
@@ -26,6 +26,11 @@ UINT8_MAX = 255
 UINT16_TO_UINT8 = 257  # 65535 / 255
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files in a folder (by suffix, not recursive), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+
+
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     """HWC uint8 RGBA -> RGB, composited onto white: transparent pixels show as background, not as black."""
     alpha = rgba[..., 3:4].astype(np.float32) / UINT8_MAX
@@ -33,7 +38,7 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
     return np.round(rgb).astype(np.uint8)
 
 
-def _pillow_rgb(path: Path) -> Image.Image:
+def pillow_rgb(path: Path) -> Image.Image:
     with Image.open(path) as img:
         img.seek(0)  # first frame of an animated GIF/WebP/TIFF
         img = ImageOps.exif_transpose(img)
@@ -53,7 +58,7 @@ def pillow_rgb_crop(path: Path, resize: int, crop: int) -> np.ndarray:
     """HWC uint8 RGB, crop x crop: the centre of the image scaled so that its shorter side is `resize`.
     Resizing only the crop box (Pillow's box=) gives the same pixels as resizing everything and then
     cropping, without building a huge intermediate image for a very wide panorama."""
-    img = _pillow_rgb(path)
+    img = pillow_rgb(path)
     w, h = img.size
     side = crop * min(w, h) / resize  # the crop's side in source pixels
     left, top = (w - side) / 2, (h - side) / 2
@@ -61,13 +66,33 @@ def pillow_rgb_crop(path: Path, resize: int, crop: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
+# EXIF orientation -> the numpy flips and turns that show the photo upright, the same as ImageOps.exif_transpose
+# (HWC arrays: axis 0 is the row, axis 1 the column).
+EXIF_ORIENTATION = 0x0112
+UPRIGHT = {
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # turned 180 degrees
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, -1),  # turned 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+    8: lambda a: np.rot90(a, 1),  # turned 90 degrees counter-clockwise
+}
+
+
 def opencv_rgb_crop(path: Path, resize: int, crop: int) -> np.ndarray:
     import cv2
 
+    # Pillow reads only the header here: the size, checked against the same decompression-bomb limit as the
+    # Pillow loader, and the EXIF orientation, which OpenCV ignores when it keeps alpha and 16 bits.
+    with Image.open(path) as header:
+        orientation = header.getexif().get(EXIF_ORIENTATION, 1)
     data = np.fromfile(path, dtype=np.uint8)
-    # IMREAD_UNCHANGED keeps alpha and 16 bits; IGNORE_ORIENTATION is off so EXIF rotation is applied.
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
-    if img is None:  # e.g. GIF, which OpenCV may not decode
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise ValueError(f"OpenCV cannot decode it: {e.err}") from None
+    if img is None:
         raise ValueError("OpenCV cannot decode it")
     if img.dtype == np.uint16:
         img = (img // UINT16_TO_UINT8).astype(np.uint8)
@@ -77,13 +102,16 @@ def opencv_rgb_crop(path: Path, resize: int, crop: int) -> np.ndarray:
         img = _flatten_alpha(cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA))
     else:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = np.ascontiguousarray(UPRIGHT.get(orientation, np.asarray)(img))
+    # The crop lies inside the centre square; cutting that out first keeps a very wide panorama from being
+    # resized whole (a 100000 x 10 strip would grow to gigabytes).
     h, w = img.shape[:2]
-    scale = resize / min(h, w)
-    new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(img, (new_w, new_h), interpolation=interpolation)
-    top, left = (new_h - crop) // 2, (new_w - crop) // 2
-    return img[top:top + crop, left:left + crop]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    interpolation = cv2.INTER_AREA if side > resize else cv2.INTER_LINEAR
+    img = cv2.resize(img[top:top + side, left:left + side], (resize, resize), interpolation=interpolation)
+    offset = (resize - crop) // 2
+    return img[offset:offset + crop, offset:offset + crop]
 
 
 def normalize(rgb: np.ndarray, preprocessing: dict) -> np.ndarray:
@@ -102,20 +130,22 @@ def load_image(path, preprocessing: dict, loader: str = "pillow") -> np.ndarray:
     path = Path(path)
     resize, crop = preprocessing["resize_shorter_side"], preprocessing["center_crop"]
     if not path.exists():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(path, "no such file")
     if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image")
+        raise ImageError(path, "is a directory, not an image")
     if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
+        raise ImageError(path, "empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             rgb = (pillow_rgb_crop if loader == "pillow" else opencv_rgb_crop)(path, resize, crop)
     except PermissionError:
-        raise ImageError(f"{path}: permission denied; make the file readable") from None
+        raise ImageError(path, "permission denied; make the file readable") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: too large to decode safely ({e.args[0].split('(')[0].strip()})") from None
+        limit = e.args[0].split(", could be")[0]  # "Image size (N pixels) exceeds limit of M pixels"
+        raise ImageError(path, f"too large to decode safely: {limit} (Pillow's decompression-bomb guard); "
+                               "scale the image down") from None
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
         reason = "not an image Pillow can read" if isinstance(e, Image.UnidentifiedImageError) else str(e)
-        raise ImageError(f"{path}: cannot read image ({reason})") from None
+        raise ImageError(path, f"cannot read image ({reason})") from None
     return normalize(rgb, preprocessing)

@@ -1,21 +1,28 @@
 """Reading the exported weights: ``weights/resnet50/`` holds one ``.npy`` per tensor plus ``manifest.json``.
 
 Every load checks the file against the manifest cheaply (it exists, its size, shape and dtype
-match); the sha256 of every file is checked at export and on request (``verify``), because
-hashing 100 MB on every run would cost more than some stages' whole inference.
+match); the sha256 of every file is checked at export and on request (``verify``, the stages'
+``--verify-weights``, ``python -m common.weights``), because hashing 100 MB on every run would cost
+more than some stages' whole inference.
 """
 
+import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from common.architecture import NUM_CLASSES, VARIANTS, resnet50, tensor_shapes
 from common.errors import WeightsError
 from common.paths import WEIGHTS_DIR
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+MANIFEST_KEYS = ("source", "variant", "bn_eps", "preprocessing", "labels", "tensors")
+PREPROCESSING_KEYS = ("resize_shorter_side", "center_crop", "channel_order", "scale", "mean", "std")
+TENSOR_KEYS = {"shape", "dtype", "bytes", "sha256"}
 RERUN = "run `make weights` again"
 
 
@@ -35,9 +42,37 @@ def load_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise WeightsError(f"{path}: unreadable manifest ({e}); {RERUN}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise WeightsError(f"{path}: manifest format {manifest.get('format')!r} is not {MANIFEST_FORMAT}; {RERUN}")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise WeightsError(f"{path}: manifest format {found!r} is not {MANIFEST_FORMAT}; {RERUN}")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise WeightsError(f"{path}: {problem}; {RERUN}")
     return manifest
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What makes a manifest unusable, or None. Everything a stage takes from it is checked here, so that a
+    manifest from another variant or source is followed as written, and a damaged one is reported."""
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        return f"manifest lacks {', '.join(missing)}"
+    if manifest["variant"] not in VARIANTS:
+        return f"variant {manifest['variant']!r} is not one of {', '.join(VARIANTS)}"
+    missing = [key for key in PREPROCESSING_KEYS if key not in manifest["preprocessing"]]
+    if missing:
+        return f"preprocessing lacks {', '.join(missing)}"
+    if len(manifest["labels"]) != NUM_CLASSES:
+        return f"{len(manifest['labels'])} labels, not {NUM_CLASSES}"
+    expected = tensor_shapes(resnet50(manifest["variant"]))
+    listed = {name: tuple(entry.get("shape", ())) for name, entry in manifest["tensors"].items()}
+    wrong = sorted(name for name in expected.keys() | listed.keys() if expected.get(name) != listed.get(name))
+    if wrong:
+        return f"tensors {', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''} do not match ResNet-50's"
+    incomplete = sorted(name for name, entry in manifest["tensors"].items() if not TENSOR_KEYS <= entry.keys())
+    if incomplete:
+        return f"tensor entry {incomplete[0]} lacks one of {', '.join(sorted(TENSOR_KEYS))}"
+    return None
 
 
 def tensor_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
@@ -74,3 +109,23 @@ def verify(weights_dir: Path = WEIGHTS_DIR) -> int:
         if sha256_file(path) != entry["sha256"]:
             raise WeightsError(f"{path}: sha256 differs from the manifest (the file was changed); {RERUN}")
     return len(manifest["tensors"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make verify-weights`: hash every weight file and compare with the manifest."""
+    parser = argparse.ArgumentParser(prog="python -m common.weights",
+                                     description="Check every exported weight file's sha256 against the manifest.")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, metavar="DIR",
+                        help="exported weights (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        count = verify(args.weights)
+    except WeightsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.weights}: {count} weight files match the manifest")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

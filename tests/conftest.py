@@ -5,13 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.image import IMAGE_SUFFIXES, load_image
+from common.image import images_in, load_image
 from common.paths import PICS_DIR, WEIGHTS_DIR
-from common.stages import STAGES, stage_module  # noqa: F401 - re-exported for the tests
 from common.weights import load_manifest
 
-# Every stage folder is tested (common.stages.STAGES): a new stage is covered by existing.
-PICS = sorted(p for p in PICS_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+PICS = images_in(PICS_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from bench.report import COLUMNS, LATEST_JSON, LATEST_MD, LATEST_PNG, build_rows
 from common.architecture import resnet50
 from common.errors import UserError
 from common.paths import REPO
+from common.stages import STAGES
 from common.weights import load_manifest
-from tests.conftest import STAGES
 
 FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
 PEER = "onnxruntime"
