@@ -1,0 +1,74 @@
+"""The machine's float32 peak, measured: `python -m stages.stage7_blocked.peak [--threads N]`.
+
+Peak = cores x clock x 2 FMA units x 16 lanes x 2 flops (a fused multiply-add is two). The clock under
+AVX-512 load is not the one /proc/cpuinfo shows, so it is measured: each thread runs a loop of
+independent 512-bit FMAs on values in registers (no memory traffic), written like stage 7's tile kernel
+and compiled the same way.
+"""
+
+import argparse
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from common.cli import positive_int
+from stages.stage7_blocked.model import LANES, stack_floats, tile_vectorizer, wide_vectors
+
+# 12 x 2 vectors = 24 independent sums: more than the 2 units x 4 cycles of FMA latency need in flight.
+CHAINS, WIDTH = 12, 2 * LANES
+SUMS = CHAINS * WIDTH
+STEPS = 2_000_000
+REPEATS = 7
+FLOPS_PER_FMA = 2
+FMA_UNITS = 2
+
+
+@njit(fastmath=True, parallel=True)
+def fma_loop(scale, offset, out, steps):
+    wide_vectors()
+    for thread in prange(out.shape[0]):
+        wide_vectors()
+        acc = numba.carray(stack_floats(SUMS), (CHAINS, WIDTH))
+        for r in range(CHAINS):
+            for c in range(WIDTH):
+                acc[r, c] = 0.0
+        for _ in range(steps):
+            for r in range(CHAINS):
+                for c in range(WIDTH):
+                    acc[r, c] = acc[r, c] * scale[r] + offset[c]
+        for r in range(CHAINS):
+            for c in range(WIDTH):
+                out[thread, r, c] = acc[r, c]
+
+
+def measure(threads: int) -> float:
+    """Best FLOP/s of `threads` threads, each running its own FMA loop."""
+    numba.set_num_threads(threads)
+    scale, offset = np.full(CHAINS, 0.5, np.float32), np.full(WIDTH, 0.5, np.float32)
+    out = np.empty((threads, CHAINS, WIDTH), np.float32)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        fma_loop(scale, offset, out, STEPS)
+        best = min(best, time.perf_counter() - start)
+    return threads * STEPS * SUMS * FLOPS_PER_FMA / best
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m stages.stage7_blocked.peak", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=positive_int, default=numba.config.NUMBA_NUM_THREADS, metavar="N")
+    args = parser.parse_args()
+    threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
+    with tile_vectorizer():
+        fma_loop(np.ones(CHAINS, np.float32), np.ones(WIDTH, np.float32), np.empty((1, CHAINS, WIDTH), np.float32), 1)
+    for count in range(1, threads + 1):
+        flops = measure(count)
+        clock = flops / (count * FMA_UNITS * LANES * FLOPS_PER_FMA)
+        print(f"{count} thread(s): {flops / 1e9:.1f} GFLOP/s, i.e. {clock / 1e9:.2f} GHz x {FMA_UNITS} FMA units "
+              f"x {LANES} lanes x {FLOPS_PER_FMA} flops per core")
+
+
+if __name__ == "__main__":
+    main()
