@@ -83,6 +83,11 @@ def expand(paths: list[Path]) -> list[Path | ImageError]:
     return found
 
 
+def default_pictures() -> Path:
+    """pics/, shown relative to the current folder when it is inside it (as `make run` runs)."""
+    return PICS_DIR.relative_to(Path.cwd()) if PICS_DIR.is_relative_to(Path.cwd()) else PICS_DIR
+
+
 def main(stage: str, make_model: Callable, argv: list[str] | None = None, threads: bool = False) -> int:
     """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
     `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
@@ -120,7 +125,7 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
 
     failed = 0
     model = None  # built at the first photo that decodes: a run over bad files only does not wait for set-up
-    for path in expand(args.images or [PICS_DIR]):
+    for path in expand(args.images or [default_pictures()]):
         try:
             if isinstance(path, ImageError):
                 raise path
