@@ -15,11 +15,10 @@ import numpy as np
 
 from basics import blur, canny, color, figures, otsu
 from basics.image import read_rgb, write_png
-from common.cli import EXIT_INTERRUPTED, positive_int
-from common.errors import UserError
+from common.cli import positive_int
+from common.errors import run_reporting_errors
 
 OUT_DIR = Path("out/basics")
-EXIT_USER_ERROR = 1
 MEAN_KSIZE = 5
 GAUSSIAN_KSIZE, GAUSSIAN_SIGMA = 5, 1.0
 NOISE_IN_ALL = 0.05  # `all` blurs a copy with 5% salt-and-pepper noise: what a mean blur is for
@@ -178,16 +177,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        summary = args.run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(f"{args.out}: {summary}")
-    return 0
+
+    def body() -> int:
+        print(f"{args.out}: {args.run(args)}")
+        return 0
+
+    return run_reporting_errors(body)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from common.errors import ImageError, UserError
+from common.errors import EXIT_FAILED, ImageError, run_reporting_errors
 from common.image import IMAGE_SUFFIXES, LOADERS, images_in, load_image
 from common.labels import format_top5, top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.timing import median_ms, repeat_timed, timed
 from common.weights import load_manifest, verify
-
-EXIT_FAILED_INPUT = 1
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader (e.g. `| head`) stopped reading
 
 
 def positive_int(text: str) -> int:
@@ -92,21 +88,9 @@ def main(stage: str, make_model: Callable, argv: list[str] | None = None, thread
     """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
     `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
     args = parse_args(stage, argv, threads)
-    try:
-        return classify_all(stage, make_model, args, threads)
-    except UserError as e:
-        # Weights problems end the run, also when a stage finds them during a forward pass (stage 1 reads its
-        # weights lazily): they would spoil every image, not just one.
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # Nobody reads our output any more; point stdout at /dev/null so that Python's own flush at exit
-        # does not fail again with a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+    # A bad photo is reported and skipped inside classify_all; a weights problem ends the run here, also when a
+    # stage finds it during a forward pass (stage 1 reads its weights lazily): it would spoil every photo.
+    return run_reporting_errors(lambda: classify_all(stage, make_model, args, threads))
 
 
 def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, threads: bool) -> int:
@@ -152,4 +136,4 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
             print(json.dumps({"image": str(path), "top5": top, "latency_ms": round(latency, 3)}), flush=True)
         else:
             print(f"{path}: {latency:.1f} ms (median of {args.repeat})\n{format_top5(top)}", flush=True)
-    return EXIT_FAILED_INPUT if failed else 0
+    return EXIT_FAILED if failed else 0

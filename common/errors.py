@@ -1,6 +1,13 @@
-"""Errors a user can cause and fix. The command line prints them as one line, without a traceback."""
+"""Errors a user can cause and fix, and how every command reports them: one line, no traceback."""
 
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+EXIT_FAILED = 1  # a photo, the weights or another input could not be used
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader (e.g. `| head`) stopped reading
 
 
 class UserError(Exception):
@@ -18,3 +25,20 @@ class ImageError(UserError):
     def __init__(self, path, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
+
+
+def run_reporting_errors(body: Callable[[], int], interrupted: str = "interrupted") -> int:
+    """Run a command's body and return its exit code; what a user causes becomes one line on stderr."""
+    try:
+        return body()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Nobody reads our output any more; point stdout at /dev/null so that Python's own flush at exit
+        # does not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

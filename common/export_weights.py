@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from common.architecture import NUM_CLASSES, resnet50, tensor_shapes
-from common.errors import UserError, WeightsError
+from common.errors import WeightsError, run_reporting_errors
 from common.paths import CACHE_DIR, WEIGHTS_DIR
 from common.weights import MANIFEST, MANIFEST_FORMAT, sha256_file
 
@@ -256,18 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="export even if weights from this source exist")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         if export(args.source, args.out, args.force):
             print(f"exported {args.source} weights to {args.out}")
         else:
             print(f"{args.out}: weights from {args.source} already exported (--force to redo)")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; no weights were changed", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return run_reporting_errors(body, interrupted="interrupted; no weights were changed")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common.cli import EXIT_FAILED_INPUT, EXIT_INTERRUPTED
+from common.errors import EXIT_FAILED as EXIT_FAILED_INPUT
+from common.errors import EXIT_INTERRUPTED
 from common.paths import PICS_DIR, REPO
 from common.stages import STAGES
 from tests.test_threads import THREADED

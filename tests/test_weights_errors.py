@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cli import EXIT_FAILED_INPUT, EXIT_INTERRUPTED
-from common.errors import WeightsError
+from common.errors import EXIT_FAILED as EXIT_FAILED_INPUT
+from common.errors import EXIT_INTERRUPTED, WeightsError
 from common.export_weights import NPM_PACKAGE, NPM_VERSION
 from common.image import load_image
 from common.labels import TOP_K, softmax

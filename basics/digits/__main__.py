@@ -15,14 +15,13 @@ import numpy as np
 
 from basics.digits import by_hand, data, net
 from basics.figures import confusion_figure
-from common.cli import EXIT_INTERRUPTED, positive_int
-from common.errors import UserError
+from common.cli import positive_int
+from common.errors import EXIT_FAILED, run_reporting_errors
 
 OUT_DIR = Path("out/digits")
 EPOCHS = {"digits": 30, "mnist": 3}  # by the dataset actually used: MNIST has 40 times more images
 TARGET_ACCURACY = 0.97
 LOGIT_TOLERANCE = 1e-4  # float32 sums in another order differ in the last bits, not more
-EXIT_FAILED = 1
 SEED = 0
 DESCRIPTION = ("Train a small CNN on handwritten digits, report its test accuracy and confusion matrix, then run "
                "it with stage 1's hand-written ops and check them against torch.")
@@ -49,14 +48,7 @@ def compare(hand: np.ndarray, reference: np.ndarray) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_reporting_errors(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
