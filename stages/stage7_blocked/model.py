@@ -1,5 +1,4 @@
-"""Stage 7, blocked: register-tiled convolution kernels that keep their sums in vector registers,
-and Winograd's algorithm for the 3x3 convolutions.
+"""Stage 7, blocked: register-tiled convolution kernels that keep their sums in vector registers.
 
 Stage 6's conv computes one output value at a time: a dot product over the kernel window, with a load
 of a weight and of an input for every multiply-add and a sum across the vector's lanes at the end. A
@@ -23,9 +22,7 @@ What makes it possible, and fast:
   activations are (layers 1-2);
 - two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for this CPU prefers
   256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not its SLP
-  vectorizer, the pass that turns the tile's unrolled sums into vector registers;
-- Winograd F(2x2, 3x3) for the 3x3 convs of layers 1-3: 16 multiplies per input channel for each 2x2
-  block of outputs instead of 36, the rest turned into additions (`conv_winograd`).
+  vectorizer, the pass that turns the tile's unrolled sums into vector registers.
 Buffers are allocated once and weights loaded once, as in stages 3 and 4.
 """
 
@@ -99,10 +96,6 @@ def tile_vectorizer():
 
 
 TILE = ROWS * BLOCK
-WINOGRAD_OUT, WINOGRAD_IN = 2, 4  # F(2x2, 3x3): 2x2 outputs from each 4x4 input patch
-WINOGRAD_POINTS = WINOGRAD_IN * WINOGRAD_IN
-# G: the 3x3 kernel g -> its 4x4 Winograd form G g G^T, computed once at load time.
-WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 @njit(fastmath=True, parallel=True, boundscheck=False)
@@ -156,98 +149,6 @@ def conv_tiles(x, weight, bias, stride, out, out_pad, residual, add_residual, re
 
 
 @njit(fastmath=True, parallel=True, boundscheck=False)
-def winograd_input(x, v):
-    """Winograd F(2x2, 3x3), step 1: every 4x4 input patch d (patches 2 apart, overlapping by 2) of x,
-    HWC with a zero border of 1, becomes B^T d B, stored as v[k, tile, channel] for its 16 points k.
-    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: additions only. The innermost
-    loops run over channels, contiguous in x and in v, so the loop vectorizer makes them 16 lanes wide."""
-    wide_vectors()
-    side = (x.shape[0] - 2) // WINOGRAD_OUT
-    channels = x.shape[2]
-    for tile in prange(side * side):
-        wide_vectors()
-        h0 = (tile // side) * WINOGRAD_OUT
-        w0 = (tile % side) * WINOGRAD_OUT
-        for j in range(WINOGRAD_IN):  # B^T d, one column j of the patch at a time, into v[4i + j]
-            for c in range(channels):
-                d0, d1 = x[h0, w0 + j, c], x[h0 + 1, w0 + j, c]
-                d2, d3 = x[h0 + 2, w0 + j, c], x[h0 + 3, w0 + j, c]
-                v[j, tile, c] = d0 - d2
-                v[4 + j, tile, c] = d1 + d2
-                v[8 + j, tile, c] = d2 - d1
-                v[12 + j, tile, c] = d1 - d3
-        for i in range(WINOGRAD_IN):  # (B^T d) B, one row i at a time, in place
-            k = WINOGRAD_IN * i
-            for c in range(channels):
-                e0, e1, e2, e3 = v[k, tile, c], v[k + 1, tile, c], v[k + 2, tile, c], v[k + 3, tile, c]
-                v[k, tile, c] = e0 - e2
-                v[k + 1, tile, c] = e1 + e2
-                v[k + 2, tile, c] = e2 - e1
-                v[k + 3, tile, c] = e1 - e3
-
-
-@njit(fastmath=True, parallel=True, boundscheck=False)
-def winograd_products(v, u, m):
-    """Step 2: for each of the 16 points k, m[k] = v[k] @ u[k] over the input channels: 16 matrix
-    products (tiles x in) @ (in x out), with conv_tiles' register tile (ROWS tiles x BLOCK channels).
-    v: (16, tiles, in), u: (16, group, in, BLOCK), m: (16, tiles, out)."""
-    wide_vectors()
-    points, groups, in_channels, _ = u.shape
-    tile_blocks = v.shape[1] // ROWS
-    per_point = groups * tile_blocks
-    for job in prange(points * per_point):
-        wide_vectors()
-        k = job // per_point
-        group = (job % per_point) // tile_blocks
-        t0 = (job % tile_blocks) * ROWS
-        acc = numba.carray(stack_floats(TILE), (ROWS, BLOCK))
-        for r in range(ROWS):
-            for c in range(BLOCK):
-                acc[r, c] = 0.0
-        for ci in range(in_channels):
-            for r in range(ROWS):
-                xv = v[k, t0 + r, ci]
-                for c in range(BLOCK):
-                    acc[r, c] += xv * u[k, group, ci, c]
-        for r in range(ROWS):
-            for c in range(BLOCK):
-                m[k, t0 + r, group * BLOCK + c] = acc[r, c]
-
-
-@njit(fastmath=True, parallel=True, boundscheck=False)
-def winograd_output(m, bias, out):
-    """Step 3: each tile's 4x4 products become its 2x2 outputs A^T m A, + bias, ReLU, into out (HWC).
-    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]. Channels innermost, as in step 1."""
-    wide_vectors()
-    side = out.shape[0] // WINOGRAD_OUT
-    channels = out.shape[2]
-    for tile in prange(side * side):
-        wide_vectors()
-        h0 = (tile // side) * WINOGRAD_OUT
-        w0 = (tile % side) * WINOGRAD_OUT
-        for j in range(WINOGRAD_IN):  # A^T m, one column j at a time, in place into rows 0 and 1 of m
-            for c in range(channels):
-                m0, m1, m2, m3 = m[j, tile, c], m[4 + j, tile, c], m[8 + j, tile, c], m[12 + j, tile, c]
-                m[j, tile, c] = m0 + m1 + m2
-                m[4 + j, tile, c] = m1 - m2 - m3
-        for i in range(WINOGRAD_OUT):  # (A^T m) A, one output row at a time
-            k = WINOGRAD_IN * i
-            for c in range(channels):
-                e0, e1, e2, e3 = m[k, tile, c], m[k + 1, tile, c], m[k + 2, tile, c], m[k + 3, tile, c]
-                out[h0 + i, w0, c] = max(e0 + e1 + e2 + bias[c], np.float32(0.0))
-                out[h0 + i, w0 + 1, c] = max(e1 - e2 - e3 + bias[c], np.float32(0.0))
-
-
-@njit
-def conv_winograd(x, v, u, m, bias, out):
-    """A 3x3 stride-1 convolution with batch norm folded in, then ReLU, by Winograd F(2x2, 3x3): 16
-    multiply-adds per input channel for 4 outputs instead of 36. x: HWC with a zero border of 1."""
-    winograd_input(x, v)
-    winograd_products(v, u, m)
-    winograd_output(m, bias, out)
-
-
-@njit(fastmath=True, parallel=True, boundscheck=False)
 def max_pool(x, kernel, stride, out):
     """Max over kernel x kernel windows of x, HWC with a zero border. The input is a ReLU output
     (>= 0) and every window holds at least one real value, so the zero border never wins: it acts
@@ -284,18 +185,9 @@ def average_pool_fully_connected(x, weight, bias, features, logits):
         logits[o] = acc + bias[o]
 
 
-def uses_winograd(conv: Conv) -> bool:
-    """3x3 stride-1 convs whose output splits into 2x2 tiles, ROWS tiles at a time: layers 1-3, not the
-    7x7 of layer4. Every 3x3 conv of ResNet-50 is a bottleneck's conv2: ReLU after it, no residual add,
-    no border on its output, which is what conv_winograd does."""
-    tiles = (conv.out_size // WINOGRAD_OUT) ** 2
-    return (conv.kernel == 3 and conv.stride == 1 and conv.out_size % WINOGRAD_OUT == 0
-            and tiles % ROWS == 0)
-
-
 def fold_and_pack(conv: Conv, tensors, eps):
     """OIHW conv weight and its batch norm -> (packed weight, bias (out,)). The weight is packed as
-    [group][kh][kw][ci][BLOCK] for conv_tiles, or in Winograd form as [k][group][ci][BLOCK].
+    [group][kh][kw][ci][BLOCK] for conv_tiles.
     bn(conv(x)) = scale * (conv(x) - mean) + beta with scale = gamma / sqrt(var + eps)
                = conv_with(weight * scale)(x) + (beta - mean * scale)."""
     weight = tensors(f"{conv.name}.weight").astype(np.float64)
@@ -305,11 +197,7 @@ def fold_and_pack(conv: Conv, tensors, eps):
     folded = weight * scale[:, None, None, None]  # OIHW
     bias = (beta - mean * scale).astype(np.float32)
     groups = conv.out_channels // BLOCK
-    if uses_winograd(conv):
-        transformed = np.einsum("ai,ocij,bj->ocab", WINOGRAD_G, folded, WINOGRAD_G)  # (out, in, 4, 4)
-        packed = transformed.reshape(groups, BLOCK, conv.in_channels, WINOGRAD_POINTS).transpose(3, 0, 2, 1)
-    else:
-        packed = folded.reshape(groups, BLOCK, conv.in_channels, conv.kernel, conv.kernel).transpose(0, 3, 4, 2, 1)
+    packed = folded.reshape(groups, BLOCK, conv.in_channels, conv.kernel, conv.kernel).transpose(0, 3, 4, 2, 1)
     return np.ascontiguousarray(packed, np.float32), bias
 
 
@@ -334,15 +222,11 @@ class Model:
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
         self.plan()
         start = time.perf_counter()
-        # The tile kernels compile with the SLP vectorizer, the rest (on the first forward) with numba's
-        # defaults; conv_winograd then links the winograd_products compiled here.
+        # The tile kernels compile with the SLP vectorizer, the rest (on the first forward) with numba's defaults.
         tiled = set()
         for kernel, args in self.steps:
             if kernel is conv_tiles:
                 tiled.add((conv_tiles, tuple(numba.typeof(arg) for arg in args)))
-            elif kernel is conv_winograd:
-                _, v, u, m, _, _ = args
-                tiled.add((winograd_products, tuple(numba.typeof(arg) for arg in (v, u, m))))
         with tile_vectorizer():
             for kernel, signature in tiled:
                 kernel.compile(signature)
@@ -394,11 +278,6 @@ class Model:
     def conv_step(self, conv: Conv, x, out, out_pad, residual, relu):
         """(kernel, args) for one conv; without a residual, `out` stands in for the unused array."""
         weight, bias = self.pool[conv.name]
-        if uses_winograd(conv):
-            tiles = (conv.out_size // WINOGRAD_OUT) ** 2
-            v = np.empty((WINOGRAD_POINTS, tiles, conv.in_channels), np.float32)  # [k][tile][ci]
-            m = np.empty((WINOGRAD_POINTS, tiles, conv.out_channels), np.float32)  # [k][tile][co]
-            return conv_winograd, (x, v, weight, m, bias, out)
         add_residual = residual is not None
         pixels_first = x.nbytes > weight.nbytes  # keep the bigger of the two in each core's cache
         return conv_tiles, (x, weight, bias, conv.stride, out, out_pad, residual if add_residual else out,
