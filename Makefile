@@ -13,7 +13,8 @@ DEV_STAMP := $(VENV)/.dev-installed
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
 
 # `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) stage.
-STAGE_DIRS := $(sort $(notdir $(wildcard stages/stage[0-9]_*)))
+# In number order: stage10 after stage9.
+STAGE_DIRS := $(shell cd stages && ls -d stage[0-9]*_* | sort -V)
 STAGE_GOALS := $(filter stage%,$(MAKECMDGOALS))
 ifneq ($(STAGE_GOALS),)
 STAGE := $(firstword $(filter $(firstword $(STAGE_GOALS))_%,$(STAGE_DIRS)))

@@ -45,10 +45,12 @@ PERCENT = 100.0
 AVGPOOL = "avgpool"
 JOINS = "joins"  # batch norm, relu, residual add: part of the layer in progress
 # Kernel names -> the layers they compute, matched between underscores. A fused kernel names several
-# layers (stage 7's average_pool_fully_connected); a conv kernel that also does batch norm is a conv.
+# layers (average_pool_fully_connected); a conv kernel that also does batch norm is a conv. A Winograd
+# conv is three kernels: the input transform starts the layer, the products and the output transform join it.
+WINOGRAD_START = "winograd_input"
 KERNEL_PATTERNS = (
-    (r"conv", "conv"), (r"max_?pool", "maxpool"), (r"(avg|average)_?pool", AVGPOOL),
-    (r"fully_connected|fc", "fc"), (r"batch_norm|bn|relu|add", JOINS),
+    (r"conv|" + WINOGRAD_START, "conv"), (r"max_?pool", "maxpool"), (r"(avg|average)_?pool", AVGPOOL),
+    (r"fully_connected|fc", "fc"), (r"batch_norm|bn|relu|add|winograd_products|winograd_output", JOINS),
 )
 # A stage may keep an activation inside a zero border (the next layer's padding), up to the widest one.
 MAX_BORDER = STEM_PADDING
@@ -102,16 +104,19 @@ def kinds_of(kernel: str) -> list[str]:
 
 def fits(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     """Is an array of shape `actual` the HWC activation `expected`: as it is, inside a zero border of up to
-    MAX_BORDER, or such an array viewed with its last axes merged (stage 7 reads rows as (H, W*C))?"""
+    MAX_BORDER, or such an array viewed with its last axes merged (rows read as (H, W*C))?"""
     height, width, channels = expected
     return any(actual[0] == height + 2 * border
                and math.prod(actual) == (height + 2 * border) * (width + 2 * border) * channels
                for border in range(MAX_BORDER + 1))
 
 
-def shapes_match(layer: Layer, arrays: list[np.ndarray]) -> bool:
-    """One of a conv call's arrays is the layer's input and another one its output."""
+def shapes_match(layer: Layer, kernel: str, arrays: list[np.ndarray]) -> bool:
+    """One of a conv call's arrays is the layer's input and another one its output; a Winograd input
+    transform has only the input (the output comes two kernels later)."""
     shapes = [a.shape for a in arrays]
+    if kernel.startswith(WINOGRAD_START):
+        return any(fits(s, layer.in_shape) for s in shapes)
     return any(fits(s_in, layer.in_shape) and fits(s_out, layer.out_shape)
                for i, s_in in enumerate(shapes) for j, s_out in enumerate(shapes) if i != j)
 
@@ -129,7 +134,7 @@ def take(kind: str, kernel: str, arrays: list[np.ndarray], remaining: list[Layer
         main_path = [layer for layer in in_block if not layer.shortcut]
         candidates = main_path[:1] + [layer for layer in in_block if layer.shortcut]
     found = next((layer for layer in candidates
-                  if layer.kind == kind and (kind != "conv" or shapes_match(layer, arrays))), None)
+                  if layer.kind == kind and (kind != "conv" or shapes_match(layer, kernel, arrays))), None)
     if found is None:
         shapes = ", ".join(str(a.shape) for a in arrays)
         raise UserError(f"kernel {kernel!r} (arrays {shapes}) does not fit the next layer {remaining[0].name} "

@@ -2,21 +2,27 @@
 
     python -m common.asm STAGE [FUNCTION]      e.g. python -m common.asm stage2_simd conv2d
 
-Runs one forward pass (so every kernel is compiled for the types it really gets), then prints, for each
-compiled function of the stage's model module, how many packed fused multiply-add instructions
-(vfmadd...ps on ymm/zmm registers: 8 or 16 float32 lanes per instruction) its machine code holds, and the
-FMA lines of FUNCTION. Scalar code shows none: stage 1's conv2d multiplies and adds one float at a time.
+Builds the stage and runs one forward pass (so every kernel is compiled for the types it really gets),
+then prints, for each compiled function of the stage (its model module's, and from stage 5 on its
+generated module's), how many packed fused multiply-add instructions (vfmadd...ps on ymm/zmm registers:
+8 or 16 float32 lanes per instruction) its machine code holds, and the FMA lines of FUNCTION (a name, or
+a part of one; default: the first conv kernel). Scalar code shows none: stage 1's conv2d multiplies and
+adds one float at a time. numba keeps no machine code for kernels it loads from its disk cache, so here
+every kernel is compiled afresh, with the stage's own settings (about 20 s for the tiled stages).
 """
 
 import argparse
-import importlib
+import contextlib
 import re
 import sys
+import tempfile
 
+import numba
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
 from common.architecture import IMAGE_SIZE
+from common.stages import stage_module
 
 PACKED_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b.*%(?:ymm|zmm)\d+")
 
@@ -25,31 +31,55 @@ def compiled_functions(module) -> dict[str, CPUDispatcher]:
     return {name: f for name, f in vars(module).items() if isinstance(f, CPUDispatcher) and f.signatures}
 
 
+def stage_functions(model) -> dict[str, CPUDispatcher]:
+    """The compiled functions of a built stage: its model module's and its generated module's (stage 5 on)."""
+    modules = [sys.modules[type(model).__module__]]
+    if getattr(model, "kernels", None) is not None:
+        modules.append(model.kernels)
+    return {name: f for module in modules for name, f in compiled_functions(module).items()}
+
+
 def packed_fma_lines(dispatcher: CPUDispatcher) -> list[str]:
     asm = "\n".join(dispatcher.inspect_asm(sig) for sig in dispatcher.signatures)
     return [line.strip() for line in asm.splitlines() if PACKED_FMA.search(line)]
 
 
+@contextlib.contextmanager
+def without_disk_cache():
+    """numba can show neither the IR nor the machine code of a kernel it loaded from its disk cache. While
+    this is active, numba's cache is an empty temporary folder, so every kernel is compiled, by the
+    stage's own code and with its own settings, and can be inspected."""
+    saved = numba.config.CACHE_DIR
+    with tempfile.TemporaryDirectory(prefix="numba-asm-") as folder:
+        numba.config.CACHE_DIR = folder
+        try:
+            yield
+        finally:
+            numba.config.CACHE_DIR = saved
+
+
 def compile_stage(stage: str):
-    """The stage's model module, after one forward pass on a blank image has compiled its kernels."""
-    module = importlib.import_module(f"stages.{stage}.model")
-    module.Model().forward(np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))  # HWC
-    return module
+    """The stage's model, built without the disk cache, after one forward pass on a blank image."""
+    with without_disk_cache():
+        model = stage_module(stage).Model()
+        model.forward(np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))  # HWC
+    return model
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.asm", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", help="e.g. stage2_simd")
-    parser.add_argument("function", nargs="?", default="conv2d")
+    parser.add_argument("function", nargs="?", default="conv", help="a function's name or part of it")
     args = parser.parse_args(argv)
-    module = compile_stage(args.stage)
-    functions = compiled_functions(module)
+    functions = stage_functions(compile_stage(args.stage))
+    width = max(map(len, functions))
     for name, dispatcher in functions.items():
-        print(f"{name:<20} {len(packed_fma_lines(dispatcher)):>5} packed FMA instructions")
-    if args.function not in functions:
+        print(f"{name:<{width}} {len(packed_fma_lines(dispatcher)):>5} packed FMA instructions")
+    chosen = functions.get(args.function) or next((f for n, f in functions.items() if args.function in n), None)
+    if chosen is None:
         parser.error(f"{args.stage} has no compiled function {args.function!r}; it has: {', '.join(functions)}")
-    print(f"\npacked FMA instructions in {args.function}:")
-    print("\n".join(packed_fma_lines(functions[args.function])) or "(none)")
+    print(f"\npacked FMA instructions in {chosen.py_func.__name__}:")
+    print("\n".join(packed_fma_lines(chosen)) or "(none)")
     return 0
 
 

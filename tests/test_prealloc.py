@@ -6,17 +6,16 @@ Two checks, each of which catches what the other cannot see:
   searched for calls that allocate (np.empty and friends compile to NRT_MemInfo_alloc*). Calls that
   only wrap the caller's arrays for the duration of a call (NRT_adapt_ndarray_from_python) are fine.
 Stage 3 is checked too, to show that both checks do catch allocating code.
-numba cannot show the IR of kernels it loaded from its disk cache (stages 5 on), so such kernels are
-compiled again here, without the cache.
+numba cannot show the IR of kernels it loaded from its disk cache (stages 5 on), so the models here are
+built without it (common.asm.without_disk_cache).
 """
 
 import re
 import tracemalloc
 
 import pytest
-from numba.core.caching import NullCache
 
-from common.asm import compiled_functions
+from common.asm import stage_functions, without_disk_cache
 from common.stages import STAGES, stage_module, stage_number
 
 FORWARDS = 3
@@ -38,27 +37,21 @@ def python_peak_bytes(model, image) -> int:
 
 def allocating_kernels(model) -> dict[str, list[str]]:
     """Compiled kernels of the stage (and of its generated code, if any) whose IR allocates."""
-    modules = [stage_module(type(model).__module__.split(".")[1])]
-    if getattr(model, "kernels", None) is not None:
-        modules.append(model.kernels)
     found = {}
-    for module in modules:
-        for name, dispatcher in compiled_functions(module).items():
-            if dispatcher.stats.cache_hits:
-                dispatcher._cache = NullCache()  # numba's own way to say "no disk cache" (private API)
-                dispatcher.recompile()
-            ir = "\n".join(dispatcher.inspect_llvm(sig) for sig in dispatcher.signatures)
-            assert "define " in ir, f"{name}: numba returned no IR to inspect"
-            calls = sorted(set(NRT_ALLOCATION.findall(ir)))
-            if calls:
-                found[name] = calls
+    for name, dispatcher in stage_functions(model).items():
+        ir = "\n".join(dispatcher.inspect_llvm(sig) for sig in dispatcher.signatures)
+        assert "define " in ir, f"{name}: numba returned no IR to inspect"
+        calls = sorted(set(NRT_ALLOCATION.findall(ir)))
+        if calls:
+            found[name] = calls
     return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [s for s in STAGES if stage_number(s) >= 4])
 def test_forward_allocates_nothing(stage, images):
-    model = stage_module(stage).Model()
+    with without_disk_cache():
+        model = stage_module(stage).Model()
     peak = python_peak_bytes(model, next(iter(images.values())))
     assert peak < TRANSIENT_BYTES, f"{stage}: the Python side allocated up to {peak} bytes during forward"
     assert not allocating_kernels(model), f"{stage}: compiled kernels allocate: {allocating_kernels(model)}"
@@ -66,6 +59,7 @@ def test_forward_allocates_nothing(stage, images):
 
 @pytest.mark.slow
 def test_checks_catch_an_allocating_stage(images):
-    model = stage_module("stage3_preload").Model()
+    with without_disk_cache():
+        model = stage_module("stage3_preload").Model()
     assert python_peak_bytes(model, next(iter(images.values()))) > TRANSIENT_BYTES
     assert "conv2d" in allocating_kernels(model)

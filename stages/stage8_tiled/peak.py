@@ -1,8 +1,8 @@
-"""The machine's float32 peak, measured: `python -m stages.stage7_blocked.peak [--threads N]`.
+"""The machine's float32 peak, measured: `python -m stages.stage8_tiled.peak [--threads N]`.
 
 Peak = cores x clock x 2 FMA units x 16 lanes x 2 flops (a fused multiply-add is two). The clock under
 AVX-512 load is not the one /proc/cpuinfo shows, so it is measured: each thread runs a loop of
-independent 512-bit FMAs on values in registers (no memory traffic), written like stage 7's tile kernel
+independent 512-bit FMAs on values in registers (no memory traffic), written like stage 8's tile kernel
 and compiled the same way.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from common.cli import positive_int
-from stages.stage7_blocked.model import LANES, stack_floats, tile_vectorizer, wide_vectors
+from stages.stage8_tiled.model import LANES, stack_floats, tile_vectorizer, wide_vectors
 
 # 12 x 2 vectors = 24 independent sums: more than the 2 units x 4 cycles of FMA latency need in flight.
 CHAINS, WIDTH = 12, 2 * LANES
@@ -57,7 +57,7 @@ def measure(threads: int) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(prog="python -m stages.stage7_blocked.peak", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.stage8_tiled.peak", description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=positive_int, default=numba.config.NUMBA_NUM_THREADS, metavar="N")
     args = parser.parse_args()
     threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)

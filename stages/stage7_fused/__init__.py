@@ -1,0 +1,1 @@
+"""Stage 7, fused: batch norm folded into the conv weights; bias, residual add and ReLU in the conv's output loop."""

@@ -1,0 +1,1 @@
+"""Stage 8, tiled: a register-tiled conv kernel that keeps a tile of sums in vector registers."""

@@ -1,0 +1,1 @@
+"""Stage 9, tile threads: a conv's output tiles shared out over the threads, in an order that keeps data in cache."""

@@ -1,0 +1,373 @@
+"""Stage 9, tile threads: stage 8's register-tiled conv kernel, with its tiles shared out over the threads.
+
+Stage 8 split each conv over the threads by groups of BLOCK output channels, as stage 6 split it by output
+channels. The stem and the convs of layer 1 have 64 output channels, 2 groups: at most 2 threads work on
+them, whatever the number of cores. Here `prange` runs over all the tiles of a conv (channel group x row x
+column block): even the 7x7 layers have 7 x 16 = 112 of them, so every thread gets work. Each thread gets
+one contiguous range of tile numbers, and the numbering decides what it keeps in its core's cache:
+pixel-major where a conv's input is bigger than its weights (the stem, layers 1-2), so that a thread
+works on the part of the image it wrote in the layer before, still in its own L2 cache; group-major where
+the weights are bigger (layers 3-4), so that a thread's tiles share one group's weights.
+
+The tile kernel itself is stage 8's, unchanged:
+
+Stage 7's conv computes one output value at a time: a dot product over the kernel window, with a load
+of a weight and of an input for every multiply-add and a sum across the vector's lanes at the end. A
+core can do two 16-lane fused multiply-adds (FMA) per cycle but only two vector loads, so such a loop
+waits on loads. The kernel here computes a *tile* of outputs at once: ROWS output pixels of one row by
+BLOCK output channels (7 x 32 sums = 14 zmm registers). For every input channel of every kernel tap
+it loads BLOCK/16 packed weight vectors and one input value per pixel (broadcast to all lanes) and does
+ROWS x BLOCK/16 FMAs into the sums, which stay in registers until the tile is done: 9 loads feed 14
+FMAs. That is the micro-kernel every fast CPU library is built around. What it needs:
+- weights packed at load time as [group][kh][kw][ci][BLOCK] (one group = BLOCK output channels), so
+  the BLOCK weights a tile needs for one input channel are one contiguous run: whole vector loads;
+- no branches in the tile loop: the inputs of 3x3 convs and of the stem live in buffers with a zero
+  border, written once, instead of the padding tests of stage 7's kernel;
+- two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for this CPU prefers
+  256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not its SLP
+  vectorizer, the pass that turns the tile's unrolled sums into vector registers.
+Everything else, folded batch norm, fused output loop, generated source, buffers and pool, is stage 7's.
+"""
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from common.architecture import Bottleneck, Conv, resnet50
+from common.paths import CACHE_DIR, WEIGHTS_DIR
+from common.weights import load_manifest, load_tensor
+
+NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
+CODEGEN_DIR = CACHE_DIR / "codegen"
+LANES = 16  # float32 lanes in a 512-bit zmm register
+ROWS = 7  # output pixels per tile: divides every output width of ResNet-50 (112, 56, 28, 14, 7)
+BLOCK = 2 * LANES  # output channels per tile: two zmm registers per pixel
+VECTOR_BITS = "512"
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Ask LLVM for 512-bit vectors in the function that calls this. On Intel server CPUs LLVM's
+    default tuning ("prefer-256-bit") emits 256-bit ymm code, and 256-bit FMAs run on two ports at
+    8 lanes where 512-bit FMAs run on two ports at 16 lanes: half the peak. numba has no option for
+    a function attribute, so this intrinsic adds it to the LLVM function it is compiled into."""
+
+    def codegen(context, builder, signature, args):
+        attributes = builder.function.attributes
+        # llvmlite's attribute set only admits a fixed list of keywords; these are key="value" attributes.
+        set.add(attributes, f'"prefer-vector-width"="{VECTOR_BITS}"')
+        set.add(attributes, f'"min-legal-vector-width"="{VECTOR_BITS}"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def stack_floats(typingctx, count):
+    """A float32 scratch array of a constant size on the stack (numba's np.empty is on the heap).
+    LLVM knows that nothing else can point into a stack array, so once the loops over it are unrolled
+    it keeps every element in a register: this is the tile of sums."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    size = count.literal_value
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=size)
+
+    return types.CPointer(types.float32)(count), codegen
+
+
+@contextlib.contextmanager
+def tile_vectorizer():
+    """Compile with LLVM's SLP vectorizer instead of its loop vectorizer. The tile's two innermost
+    loops (ROWS pixels, BLOCK channels) have constant trip counts, so LLVM unrolls them first, leaving
+    ROWS x BLOCK scalar sums; the SLP vectorizer packs each 16 neighbouring ones into a zmm register.
+    numba runs only the loop vectorizer, which then vectorizes the input-channel loop instead, with
+    gathers of weights 32 floats apart: 70x slower (measured). Both settings are read when numba
+    compiles, so they are changed only while the conv kernels compile, in Model()."""
+    saved = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
+    numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = 1, 0
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
+
+HEADER = '''"""ResNet-50 forward pass for {variant} weights, generated by stages/stage9_tile_threads/model.py.
+Do not edit: regenerated when the weights' manifest or the generator changes. {kernels} kernels, {steps} steps."""
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from stages.stage9_tile_threads.model import stack_floats, wide_vectors
+
+HWC = "float32[:, :, ::1]"
+OHWI = "float32[:, :, :, ::1]"
+VECTOR = "float32[::1]"
+MATRIX = "float32[:, ::1]"
+'''
+
+CONV = '''
+
+@njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
+def {name}(x, weight, bias, residual, out):
+    """x: HWC with a zero border of {padding}; weight: [group][kh][kw][ci][BLOCK]; out: HWC, its border
+    of {out_pad} left alone."""
+    wide_vectors()
+    # prange gives each thread one contiguous range of tile numbers. Numbered group-major, a thread's
+    # tiles share one group's weights; numbered pixel-major, a thread keeps to its part of the image,
+    # the part it wrote in the layer before, still in its own core's L2 cache.
+    for tile in prange({groups} * {positions}):
+        wide_vectors()
+        if {pixels_first}:
+            group, position = tile % {groups}, tile // {groups}
+        else:
+            group, position = tile // {positions}, tile % {positions}
+        ho = position // {column_tiles}
+        wo0 = (position % {column_tiles}) * {rows}
+        acc = numba.carray(stack_floats({sums}), ({rows}, {block}))
+        for r in range({rows}):
+            for c in range({block}):
+                acc[r, c] = bias[group * {block} + c]
+        for kh in range({kernel}):
+            for kw in range({kernel}):
+                for ci in range({in_channels}):
+                    for r in range({rows}):
+                        xv = x[ho * {stride} + kh, (wo0 + r) * {stride} + kw, ci]
+                        for c in range({block}):
+                            acc[r, c] += xv * weight[group, kh, kw, ci, c]
+        # The tests are outside the tile loops: a branch inside them would stop the vectorizer.
+        if {add_residual}:
+            for r in range({rows}):
+                for c in range({block}):
+                    acc[r, c] += residual[ho, wo0 + r, group * {block} + c]
+        if {relu}:
+            for r in range({rows}):
+                for c in range({block}):
+                    acc[r, c] = max(acc[r, c], np.float32(0.0))
+        for r in range({rows}):
+            for c in range({block}):
+                out[{out_pad} + ho, {out_pad} + wo0 + r, group * {block} + c] = acc[r, c]
+'''
+
+MAX_POOL = '''
+
+@njit(f"void({{HWC}}, {{HWC}})", fastmath=True, cache=True)
+def {name}(x, out):
+    out[:] = -np.inf
+    for ho in range({out_size}):
+        for wo in range({out_size}):
+            for kh in range({kernel}):
+                hi = ho * {stride} - {padding} + kh
+                if hi < 0 or hi >= {in_size}:
+                    continue
+                for kw in range({kernel}):
+                    wi = wo * {stride} - {padding} + kw
+                    if wi < 0 or wi >= {in_size}:
+                        continue
+                    for c in range({channels}):
+                        out[ho, wo, c] = max(out[ho, wo, c], x[hi, wi, c])
+'''
+
+GLOBAL_AVG_POOL = '''
+
+@njit(f"void({{HWC}}, {{VECTOR}})", fastmath=True, cache=True)
+def {name}(x, out):
+    out[:] = 0.0
+    for h in range({size}):
+        for w in range({size}):
+            for c in range({channels}):
+                out[c] += x[h, w, c]
+    for c in range({channels}):
+        out[c] /= {positions}
+'''
+
+FULLY_CONNECTED = '''
+
+@njit(f"void({{VECTOR}}, {{MATRIX}}, {{VECTOR}}, {{VECTOR}})", fastmath=True, cache=True)
+def {name}(x, weight, bias, out):
+    for o in range({out_features}):
+        acc = np.float32(0.0)
+        for i in range({in_features}):
+            acc += weight[o, i] * x[i]
+        out[o] = acc + bias[o]
+'''
+
+
+
+def fold(conv: Conv, tensors, eps):
+    """OIHW conv weight and its batch norm -> (weight with the batch norm's scale in it, packed as
+    [group][kh][kw][ci][BLOCK], and bias (out,)). Computed in float64 and rounded once, so folding adds
+    no error of its own."""
+    weight = tensors(f"{conv.name}.weight").astype(np.float64)
+    gamma, beta, mean, var = (tensors(f"{conv.bn}.{part}").astype(np.float64)
+                              for part in ("weight", "bias", "running_mean", "running_var"))
+    scale = gamma / np.sqrt(var + eps)
+    folded = weight * scale[:, None, None, None]  # OIHW
+    bias = (beta - mean * scale).astype(np.float32)
+    groups = conv.out_channels // BLOCK
+    packed = folded.reshape(groups, BLOCK, conv.in_channels, conv.kernel, conv.kernel).transpose(0, 3, 4, 2, 1)
+    return np.ascontiguousarray(packed, np.float32), bias
+
+
+def load_pool(manifest, weights_dir, arch):
+    """Every conv as (folded weight, bias) by conv name; fc's weight and bias as exported."""
+    def tensors(name):
+        return load_tensor(name, manifest, weights_dir)
+
+    pool = {conv.name: fold(conv, tensors, manifest["bn_eps"]) for conv in arch.convs}
+    pool["fc"] = (tensors("fc.weight"), tensors("fc.bias"))
+    return pool
+
+
+def bordered_hwc(size, channels, border):
+    """A zero HWC buffer with a border of `border` on each side."""
+    return np.zeros((size + 2 * border, size + 2 * border, channels), np.float32)
+
+
+def import_source(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Model:
+    """ResNet-50 built from common.architecture; weights folded and packed and buffers allocated when it
+    is built, the forward pass generated as source, one specialized kernel per distinct layer shape."""
+
+    def __init__(self, weights_dir=WEIGHTS_DIR):
+        self.manifest = load_manifest(weights_dir)
+        self.arch = resnet50(self.manifest["variant"])
+        start = time.perf_counter()
+        self.pool = load_pool(self.manifest, weights_dir, self.arch)
+        self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
+        arch = self.arch
+        largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
+        self.buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
+        self.input = bordered_hwc(arch.stem.in_size, arch.stem.in_channels, arch.stem.padding)
+        self.bordered = {}  # (size, channels, border) -> the zero-bordered buffer that a 3x3 conv reads
+        self.features = np.empty(arch.fc.in_features, np.float32)
+        self.logits = np.empty(arch.fc.out_features, np.float32)
+        self.kernel_sources = {}  # kernel name -> its source, one per distinct layer shape
+        self.lines = []  # the forward pass, one call per step
+        self.arrays = []  # what the calls pass: a[i] in the generated source is self.arrays[i]
+        self.tile_signatures = {}  # tile kernel name -> its argument types, to compile it with tile_vectorizer
+        start = time.perf_counter()
+        self.plan()
+        self.source_path = self.write_source(weights_dir)
+        self.timings["codegen"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.kernels = import_source(self.source_path)
+        with tile_vectorizer():  # the tile kernels' source has no signature: they are compiled here, not at import
+            for name, signature in self.tile_signatures.items():
+                getattr(self.kernels, name).compile(signature)
+        self.timings["compile"] = time.perf_counter() - start
+        self.arrays = tuple(self.arrays)
+
+    def view(self, buffer, size, channels):
+        """An HWC view of the start of a flat buffer."""
+        return buffer[: size * size * channels].reshape(size, size, channels)
+
+    def emit(self, template, name, arrays, **constants):
+        """One step: a call of the kernel `name`, generated from `template` with `constants` filled in."""
+        self.kernel_sources.setdefault(name, template.format(name=name, **constants))
+        indices = []
+        for array in arrays:
+            indices.append(len(self.arrays))
+            self.arrays.append(array)
+        self.lines.append(f"    {name}({', '.join(f'a[{i}]' for i in indices)})")
+
+    def bordered_buffer(self, size, channels, border):
+        """The zero-bordered HWC buffer of this shape, one per shape: kernels write only its inside."""
+        key = (size, channels, border)
+        return self.bordered.setdefault(key, bordered_hwc(*key))
+
+    def conv(self, x, conv: Conv, out, residual, relu: bool, out_border=0):
+        """One conv with its batch norm folded in, then + residual (if not None), then ReLU (if relu).
+        x has a zero border of the conv's padding; out one of out_border. Without a residual, `out`
+        stands in for the argument the kernel does not read."""
+        weight, bias = self.pool[conv.name]
+        add_residual = residual is not None
+        epilogue = ("_add" if add_residual else "") + ("_relu" if relu else "")
+        name = (f"conv_{conv.in_size}x{conv.in_channels}_{conv.out_size}x{conv.out_channels}"
+                f"_k{conv.kernel}s{conv.stride}{epilogue}")
+        arrays = (x, weight, bias, residual if add_residual else out, out)
+        self.emit(CONV, name, arrays, in_channels=conv.in_channels, out_size=conv.out_size,
+                  groups=conv.out_channels // BLOCK, positions=conv.out_size * (conv.out_size // ROWS),
+                  column_tiles=conv.out_size // ROWS, kernel=conv.kernel, stride=conv.stride, padding=conv.padding,
+                  out_pad=out_border, rows=ROWS, block=BLOCK, sums=ROWS * BLOCK, add_residual=add_residual,
+                  relu=relu, pixels_first=x.nbytes > weight.nbytes)  # keep the bigger of the two in cache
+        self.tile_signatures[name] = tuple(numba.typeof(array) for array in arrays)
+        return out
+
+    def bottleneck(self, x, block: Bottleneck, free):
+        """Plan one block reading x; `free` are the three buffers x is not in. Returns the output view."""
+        b1, b2, b3 = free
+        self.lines.append(f"    # {block.name}")
+        c1, c2, c3, down = block.conv1, block.conv2, block.conv3, block.downsample
+        mid = self.bordered_buffer(c1.out_size, c1.out_channels, c2.padding)  # conv2 reads it with its padding
+        self.conv(x, c1, mid, None, relu=True, out_border=c2.padding)
+        out = self.conv(mid, c2, self.view(b2, c2.out_size, c2.out_channels), None, relu=True)
+        # conv3 adds the shortcut as it stores its sums, so the shortcut comes first.
+        shortcut = self.conv(x, down, self.view(b1, down.out_size, down.out_channels), None, relu=False) if down else x
+        return self.conv(out, c3, self.view(b3, c3.out_size, c3.out_channels), shortcut, relu=True)
+
+    def plan(self):
+        arch, buffers = self.arch, self.buffers
+        x = self.conv(self.input, arch.stem, self.view(buffers[0], arch.stem.out_size, arch.stem.out_channels),
+                      None, relu=True)
+        pool = arch.pool
+        pooled = self.view(buffers[1], pool.out_size, pool.channels)
+        self.emit(MAX_POOL, f"max_pool_{pool.in_size}x{pool.channels}", (x, pooled), in_size=pool.in_size,
+                  out_size=pool.out_size, channels=pool.channels, kernel=pool.kernel, stride=pool.stride,
+                  padding=pool.padding)
+        x, current = pooled, 1
+        for block in arch.blocks:
+            others = [i for i in range(NUM_BUFFERS) if i != current]
+            x = self.bottleneck(x, block, [buffers[i] for i in others])
+            current = others[2]  # the block's output is in the third free buffer
+        last = arch.blocks[-1].conv3
+        self.emit(GLOBAL_AVG_POOL, f"global_avg_pool_{last.out_size}x{last.out_channels}", (x, self.features),
+                  size=last.out_size, channels=last.out_channels, positions=last.out_size**2)
+        fc = arch.fc
+        self.emit(FULLY_CONNECTED, f"fully_connected_{fc.in_features}_{fc.out_features}",
+                  (self.features, *self.pool["fc"], self.logits),
+                  in_features=fc.in_features, out_features=fc.out_features)
+
+    def write_source(self, weights_dir) -> Path:
+        """The generated module's path; written only if no file for this manifest and generator exists."""
+        manifest_bytes = json.dumps(self.manifest, sort_keys=True).encode()
+        digest = hashlib.sha256(manifest_bytes + Path(__file__).read_bytes()).hexdigest()[:16]
+        stage = Path(__file__).parent.name
+        path = CODEGEN_DIR / f"{stage}_resnet50_{self.manifest['variant'].replace('.', '_')}_{digest}.py"
+        if path.is_file():
+            return path
+        calls = [line for line in self.lines if not line.lstrip().startswith("#")]
+        header = HEADER.format(variant=self.manifest["variant"], kernels=len(self.kernel_sources), steps=len(calls))
+        forward = "\n\n\ndef forward(a):\n    \"\"\"a: every weight and buffer view, in step order.\"\"\"\n"
+        source = header + "".join(self.kernel_sources.values()) + forward + "\n".join(self.lines) + "\n"
+        CODEGEN_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # atomic: a concurrent run never imports half a file
+        return path
+
+    def forward(self, image):
+        """image: HWC float32 (224, 224, 3) -> logits (1000,). The returned array is the model's own
+        logits buffer: the next forward() overwrites it."""
+        p = self.arch.stem.padding
+        self.input[p:-p, p:-p] = image
+        self.kernels.forward(self.arrays)
+        return self.logits
