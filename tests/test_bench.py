@@ -21,6 +21,7 @@ PEER = "onnxruntime"
 ROUNDS = 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROW_FIELDS = {key for key, _, _ in COLUMNS} | {"name", "kind", "setup_s", "build_s", "first_forward_s", "top1"}
+SECONDS = {"first_answer_cold_s", "first_answer_warm_s", "build_s", "first_forward_s"}
 MACHINE_FIELDS = {"cpu", "cores", "threads", "python", "numpy", "numba", "torch"}
 
 
@@ -50,6 +51,7 @@ def test_bench_writes_every_row_and_field(bench_run):
         assert row["fps"] == pytest.approx(1000.0 / row["median_ms"])
         assert row["gflops"] == pytest.approx(2 * summary["macs"] / row["median_ms"] / 1e6)
         assert row["top1"]["label"]
+        assert all(row[key] > 0 for key in SECONDS), {key: row[key] for key in SECONDS}
 
 
 @pytest.mark.slow
@@ -79,9 +81,9 @@ def fake_benchmark(name: str, kind: str, seconds: list[float]) -> dict:
 def test_report_ratios_follow_the_definitions():
     raw = {"benchmarks": [fake_benchmark("pytorch", "peer", [0.05]), fake_benchmark("stage3_x", "stage", [0.5]),
                           fake_benchmark("stage1_x", "stage", [4.0, 2.0, 3.0]),
-                          fake_benchmark("stage2_x", "stage", [1.0])]}
+                          fake_benchmark("stage2_x", "stage", [1.0]), fake_benchmark("stage10_x", "stage", [0.25])]}
     rows = {r["name"]: r for r in build_rows(raw)}
-    assert list(rows) == ["stage1_x", "stage2_x", "stage3_x", "pytorch"]
+    assert list(rows) == ["stage1_x", "stage2_x", "stage3_x", "stage10_x", "pytorch"]
     assert rows["stage3_x"]["speedup_vs_stage1"] == pytest.approx(3.0 / 0.5)
     assert rows["stage3_x"]["speedup_vs_previous"] == pytest.approx(1.0 / 0.5)
     assert rows["stage1_x"]["speedup_vs_previous"] is None and rows["pytorch"]["speedup_vs_previous"] is None

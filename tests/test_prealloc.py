@@ -7,7 +7,7 @@ Two checks, each of which catches what the other cannot see:
   only wrap the caller's arrays for the duration of a call (NRT_adapt_ndarray_from_python) are fine.
 Stage 3 is checked too, to show that both checks do catch allocating code.
 numba cannot show the IR of kernels it loaded from its disk cache (stages 5 on), so the models here are
-built without it (common.asm.without_disk_cache).
+built without it (common.codegen.without_disk_cache).
 """
 
 import re
@@ -15,7 +15,8 @@ import tracemalloc
 
 import pytest
 
-from common.asm import stage_functions, without_disk_cache
+from common.asm import stage_functions
+from common.codegen import without_disk_cache
 from common.stages import STAGES, stage_module, stage_number
 
 FORWARDS = 3

