@@ -1,7 +1,11 @@
 """`make bench`: run bench/test_latency.py under pytest-benchmark, then write the report.
 
     python -m bench [--out DIR] [--stages 3,4] [--peers all|none|pytorch,...] [--threads N] [--seconds S]
-                    [--min-rounds N] [--max-rounds N] [--image PATH] [any pytest or pytest-benchmark option]
+                    [--min-rounds N] [--max-rounds N] [--image PATH] [--no-first-answer] [--avx2]
+                    [any pytest or pytest-benchmark option]
+
+--avx2 runs the tiled stages a second time, in a process whose numba compiles for an AVX2 CPU (Haswell:
+no AVX-512), and reports that build's figures beside the native ones.
 
 Every run is also saved under DIR/history/ (pytest-benchmark's storage), so that a later run can be compared
 with it: `python -m bench --benchmark-compare` compares with the last saved run, `--benchmark-compare=0003`
@@ -9,6 +13,8 @@ with run 0003. bench/README.md explains the options and the columns.
 """
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,9 +22,14 @@ import pytest
 
 from bench.report import RAW_JSON, RESULTS_DIR
 from bench.report import main as report_main
+from bench.rows import ALL, select_stages
+from common.errors import UserError
+from common.stages import tiled
 
 BENCH_MODULE = Path(__file__).resolve().parent / "test_latency.py"
 HISTORY = "history"
+AVX2_DIR = "avx2"
+AVX2_TARGET = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}  # an AVX2 CPU without AVX-512
 
 
 def pytest_args(out: Path, extra: list[str]) -> list[str]:
@@ -35,19 +46,48 @@ def pytest_args(out: Path, extra: list[str]) -> list[str]:
     ]
 
 
+def tiled_stages(stages: str) -> list[str]:
+    """The tiled stages (stage 8 on) among `stages`, for --avx2."""
+    chosen = [s for s in select_stages(stages) if tiled(s)]
+    if not chosen:
+        raise UserError("--avx2: none of the chosen stages is a tiled stage (stage 8 on)")
+    return chosen
+
+
+def avx2_run(out: Path, stages: list[str], extra: list[str]) -> Path | None:
+    """Run the benchmark again in a process whose numba compiles for an AVX2 CPU, on `stages` (no peers, no
+    time to first answer); the path of its raw JSON, or None if it failed."""
+    avx2_out = out / AVX2_DIR
+    command = [sys.executable, "-m", "bench", "--out", str(avx2_out), "--stages", ",".join(stages), *extra,
+               "--peers", "none", "--no-first-answer"]
+    print(f"\nthe tiled stages again, compiled for AVX2 ({', '.join(f'{k}={v}' for k, v in AVX2_TARGET.items())})",
+          file=sys.stderr)
+    result = subprocess.run(command, env={**os.environ, **AVX2_TARGET})
+    return avx2_out / RAW_JSON if result.returncode == 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: %(default)s)")
+    parser.add_argument("--stages", default=ALL, help="stages to run: all, or numbers/names such as 3,4")
+    parser.add_argument("--avx2", action="store_true",
+                        help="also run the tiled stages compiled for an AVX2 CPU, reported beside the native build")
     args, extra = parser.parse_known_args(argv)
+    try:
+        avx2_stages = tiled_stages(args.stages) if args.avx2 else []
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / RAW_JSON).unlink(missing_ok=True)  # never report an earlier run's figures as this one's
-    code = pytest.main(pytest_args(out, extra))
+    code = pytest.main(pytest_args(out, ["--stages", args.stages, *extra]))
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)
+    avx2 = avx2_run(out, avx2_stages, extra) if avx2_stages else None
     # A failed row (say, a stage whose top-1 disagrees) is left out; the others are still reported.
-    reported = report_main([str(out / RAW_JSON), "--out", str(out)])
-    return int(code) or reported
+    reported = report_main([str(out / RAW_JSON), "--out", str(out), *(["--avx2", str(avx2)] if avx2 else [])])
+    return int(code) or reported or int(bool(avx2_stages) and avx2 is None)
 
 
 if __name__ == "__main__":

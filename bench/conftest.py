@@ -6,6 +6,7 @@ import platform
 import numpy as np
 import pytest
 
+from bench.report import GIGA
 from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
 from common.cli import positive_int
 from common.errors import UserError
@@ -18,6 +19,7 @@ from common.weights import load_manifest
 DEFAULT_SECONDS_PER_ROW = 10.0
 DEFAULT_MIN_ROUNDS = 5
 DEFAULT_MAX_ROUNDS = 200
+FLOAT32_BITS = 32
 
 
 def pytest_addoption(parser):
@@ -81,14 +83,20 @@ def image(pytestconfig) -> np.ndarray:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """What latest.json names next to the figures: the software versions and the threads every row used."""
+    """What latest.json names next to the figures: the software versions, the threads every row used and the
+    machine's measured FMA peak for them."""
     import numba
     import onnxruntime
     import openvino
     import torch
 
+    from bench.peak import LANES, peak_flops
+
     machine_info["cores"] = os.cpu_count()
     machine_info["threads"] = config.getoption("threads")
+    # The FMA peak of these threads, measured now, in the same run as the rows (bench/peak.py).
+    machine_info["peak_gflops"] = peak_flops(config.getoption("threads")) / GIGA
+    machine_info["vector_bits"] = LANES * FLOAT32_BITS
     machine_info["versions"] = {
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

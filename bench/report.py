@@ -1,6 +1,6 @@
 """pytest-benchmark's JSON -> the comparison table (stdout and latest.md), latest.json and a chart.
 
-    python -m bench.report [RAW_JSON] [--out DIR]
+    python -m bench.report [RAW_JSON] [--out DIR] [--avx2 AVX2_RAW_JSON]
 
 `python -m bench` calls it after the run; run it by hand to redraw the report of an earlier run, e.g.
 one saved under bench/results/history/. bench/README.md explains every column.
@@ -34,11 +34,16 @@ COLUMNS = (  # (field in latest.json, Markdown header, format)
     ("median_ms", "median ms", "ms"), ("min_ms", "min ms", "ms"), ("p90_ms", "p90 ms", "ms"),
     ("fps", "fps", "fps"), ("speedup_vs_stage1", "speedup vs stage 1", "x"),
     ("speedup_vs_previous", "vs previous stage", "x"), ("time_vs_pytorch", "time / PyTorch", "x"),
-    ("gflops", "GFLOP/s", "gflops"), ("load_weights_s", "load weights s", "s"),
-    ("codegen_compile_s", "codegen+compile s", "s"), ("first_answer_cold_s", "first answer cold s", "s"),
+    ("gflops", "GFLOP/s", "gflops"), ("peak_share", "% of FMA peak", "percent"),
+    ("load_weights_s", "load weights s", "s"), ("codegen_compile_s", "codegen+compile s", "s"),
+    ("first_answer_cold_s", "first answer cold s", "s"),
     ("first_answer_warm_s", "first answer warm s", "s"), ("rounds", "rounds", "int"),
 )
-STAGE_COLOUR, PEER_COLOUR = "#3b75af", "#ef8636"
+# Where the tiled stages were also run compiled for an AVX2 CPU (`python -m bench --avx2`), beside their own rows.
+AVX2_COLUMNS = (("avx2_median_ms", "AVX2 build median ms", "ms"), ("avx2_vs_native", "AVX2 / native", "x"),
+                ("avx2_peak_share", "AVX2 build % of AVX2 peak", "percent"))
+PERCENT = 100.0
+STAGE_COLOUR, PEER_COLOUR, PEAK_COLOUR = "#3b75af", "#ef8636", "#2ca02c"
 LABEL_GAP = 1.08  # a label starts this factor right of its whisker (the axis is logarithmic)
 AXIS_MARGIN = 1.6  # room left of the fastest whisker; its cube right of the slowest, for the label
 
@@ -62,8 +67,10 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or denominator is None else numerator / denominator
 
 
-def build_rows(raw: dict) -> list[dict]:
-    """One dict per benchmarked row with every figure of the table, plus what the table leaves out."""
+def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
+    """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
+    raw JSON of an AVX2 build's run, its figures for the same stages."""
+    peak = raw.get("machine_info", {}).get("peak_gflops")
     rows = []
     for bench in raw["benchmarks"]:
         stats, extra = bench["stats"], bench["extra_info"]
@@ -82,6 +89,7 @@ def build_rows(raw: dict) -> list[dict]:
             "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
             **{f"first_answer_{k}_s": (extra.get("first_answer_s") or {}).get(k) for k in ("cold", "warm")},
         })
+        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peak)
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}
     stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
@@ -91,6 +99,12 @@ def build_rows(raw: dict) -> list[dict]:
         r["speedup_vs_previous"] = _ratio(previous, r["median_ms"]) if r["kind"] == "stage" else None
         r["time_vs_pytorch"] = _ratio(r["median_ms"], by_name.get(TORCH_PEER))
         previous = r["median_ms"] if r["kind"] == "stage" else previous
+    if avx2 is not None:
+        avx2_rows = {r["name"]: r for r in build_rows(avx2)}
+        for r in rows:
+            other = avx2_rows.get(r["name"], {})
+            r["avx2_median_ms"], r["avx2_peak_share"] = other.get("median_ms"), other.get("peak_share")
+            r["avx2_vs_native"] = _ratio(r["avx2_median_ms"], r["median_ms"])
     return rows
 
 
@@ -98,6 +112,7 @@ def machine(raw: dict) -> dict:
     info = raw["machine_info"]
     return {
         "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
+        "peak_gflops": info.get("peak_gflops"), "vector_bits": info.get("vector_bits"),
         "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
     }
 
@@ -111,17 +126,25 @@ def fmt(value, kind: str) -> str:
         return str(value)
     if kind == "fps" or kind == "gflops":
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    if kind == "percent":
+        return f"{value * PERCENT:.0f}%"
     if kind == "ms":
         return f"{value:.2f}" if value < 100 else f"{value:.0f}"
     return f"{value:.2f}"
 
 
+def table_columns(rows: list[dict]) -> tuple:
+    """COLUMNS, and AVX2_COLUMNS where an AVX2 build was run."""
+    return COLUMNS + (AVX2_COLUMNS if any(r.get("avx2_median_ms") for r in rows) else ())
+
+
 def markdown_table(rows: list[dict]) -> str:
-    header = "| row | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
+    columns = table_columns(rows)
+    header = "| row | " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(fmt(r[key], kind) for key, _, kind in COLUMNS) + " |")
+        lines.append(f"| {r['name']} | " + " | ".join(fmt(r.get(key), kind) for key, _, kind in columns) + " |")
     return "\n".join(lines)
 
 
@@ -129,12 +152,15 @@ def describe(summary: dict) -> str:
     m = summary["machine"]
     return (f"ResNet-50, one {summary['image']} image, batch 1, float32, {m['threads']} thread(s) per row; "
             f"{m['cpu']} ({m['cores']} cores), Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, "
-            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}; {summary['datetime']}")
+            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}; {summary['datetime']}"
+            + (f"; measured FMA peak {m['peak_gflops']:.0f} GFLOP/s ({m['vector_bits']}-bit vectors, "
+               "python -m bench.peak)" if m.get("peak_gflops") else ""))
 
 
-def write_chart(rows: list[dict], path: Path, title: str) -> None:
+def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None) -> None:
     """Horizontal bars of the median latency on a log scale (stage 1 and the peers differ 100-fold),
-    whiskers from min to p90, the value written next to each bar."""
+    whiskers from min to p90, the value written next to each bar; a line where the machine's FMA peak
+    would put the network's multiply-adds (peak_ms)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -144,7 +170,7 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
     medians = np.array([r["median_ms"] for r in rows])
     whiskers = np.array([[r["median_ms"] - r["min_ms"] for r in rows], [r["p90_ms"] - r["median_ms"] for r in rows]])
     colours = [PEER_COLOUR if r["kind"] == "peer" else STAGE_COLOUR for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 2.2))
     positions = np.arange(len(rows))
     ax.barh(positions, medians, color=colours, xerr=whiskers, capsize=3)
     for y, r in zip(positions, rows, strict=True):
@@ -154,33 +180,43 @@ def write_chart(rows: list[dict], path: Path, title: str) -> None:
     ax.set_yticks(positions, names)
     ax.invert_yaxis()  # stage 1 on top, in table order
     ax.set_xscale("log")
-    ax.set_xlim(min(r["min_ms"] for r in rows) / AXIS_MARGIN, max(r["p90_ms"] for r in rows) * AXIS_MARGIN**3)
+    low = min([r["min_ms"] for r in rows] + ([peak_ms] if peak_ms else []))
+    ax.set_xlim(low / AXIS_MARGIN, max(r["p90_ms"] for r in rows) * AXIS_MARGIN**3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLOUR), plt.Rectangle((0, 0), 1, 1, color=PEER_COLOUR)]
+    labels = ["our stages", "peers (libraries)"]
+    if peak_ms:
+        handles.append(ax.axvline(peak_ms, color=PEAK_COLOUR, linestyle="--"))
+        labels.append(f"the machine's FMA peak: {peak_ms:.1f} ms for the direct convolutions' multiply-adds")
     ax.set_xlabel("median latency per image, ms (log scale; whiskers: min to p90; in brackets: speedup over stage 1)")
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=STAGE_COLOUR), plt.Rectangle((0, 0), 1, 1, color=PEER_COLOUR)],
-              labels=["our stages", "peers (libraries)"], loc="lower right")
+    ax.legend(handles=handles, labels=labels, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(labels),
+              fontsize=8, frameon=False)  # below the axis label, clear of the bars and their values
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write(raw_path: Path, out_dir: Path) -> dict:
+def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
     """Writes latest.json, latest.md and latest.png into out_dir; returns the summary (latest.json's content)."""
     raw = load_raw(raw_path)
-    rows = build_rows(raw)
+    avx2 = load_raw(avx2_path) if avx2_path else None
+    rows = build_rows(raw, avx2)
     extra = raw["benchmarks"][0]["extra_info"]
     summary = {
         "datetime": raw["datetime"], "machine": machine(raw), "image": extra["image"],
         "variant": extra["variant"], "macs": extra["macs"], "pytest_benchmark": raw["version"],
         "commit": raw.get("commit_info", {}).get("id"), "rows": rows,
+        "avx2_machine": machine(avx2) if avx2 else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LATEST_JSON).write_text(json.dumps(summary, indent=1) + "\n")
     table = markdown_table(rows)
     (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n")
+    peak = summary["machine"]["peak_gflops"]
+    peak_ms = FLOPS_PER_MAC * summary["macs"] / (peak * GIGA) * MS_PER_S if peak else None
     write_chart(rows, out_dir / LATEST_PNG, f"ResNet-50 latency, {summary['machine']['threads']} thread(s), "
-                                            f"{summary['machine']['cpu']}")
+                                            f"{summary['machine']['cpu']}", peak_ms)
     return summary
 
 
@@ -189,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("raw", nargs="?", type=Path, default=RESULTS_DIR / RAW_JSON,
                         help="pytest-benchmark JSON (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--avx2", type=Path, help="pytest-benchmark JSON of the same stages compiled for AVX2")
     args = parser.parse_args(argv)
     try:
-        summary = write(args.raw, args.out)
+        summary = write(args.raw, args.out, args.avx2)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -7,8 +7,12 @@ then prints, for each compiled function of the stage (its model module's, and fr
 generated module's), how many packed fused multiply-add instructions (vfmadd...ps on ymm/zmm registers:
 8 or 16 float32 lanes per instruction) its machine code holds, and the FMA lines of FUNCTION (a name, or
 a part of one; default: the first conv kernel). Scalar code shows none: stage 1's conv2d multiplies and
-adds one float at a time. numba keeps no machine code for kernels it loads from its disk cache, so here
-every kernel is compiled afresh, with the stage's own settings (about 20 s for the tiled stages).
+adds one float at a time. With --loop it prints FUNCTION's inner loop instead (the basic block with the
+most vector FMAs: in the tiled stages, one input channel's step of the register tile) and counts its
+stack accesses: a tile whose sums do not fit the registers spills them there. numba keeps no machine code
+for kernels it loads from its disk cache, so here every kernel is compiled afresh, with the stage's own
+settings and for numba's target (NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= shows an AVX2 build): about
+20 s for the tiled stages.
 """
 
 import argparse
@@ -23,6 +27,11 @@ from common.codegen import without_disk_cache
 from common.stages import stage_module
 
 PACKED_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b.*%(?:ymm|zmm)\d+")
+VECTOR_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b|\bfmla\b")  # x86 (any width) or AArch64 NEON
+LABEL = re.compile(r"^\s*[\w.$]+:")
+BRANCH = re.compile(r"^\s*(j\w+|b(\.\w+)?|cbn?z|tbn?z)\s")  # x86 jumps, AArch64 branches: a block ends there
+# An operand in the stack frame, where spilled registers go: x86 (%rsp), AArch64 [sp].
+STACK_ACCESS = re.compile(r"\(%rsp\)|\[sp\b")
 
 
 def compiled_functions(module) -> dict[str, CPUDispatcher]:
@@ -42,6 +51,31 @@ def packed_fma_lines(dispatcher: CPUDispatcher) -> list[str]:
     return [line.strip() for line in asm.splitlines() if PACKED_FMA.search(line)]
 
 
+def hot_loop(assembly: str) -> list[str]:
+    """The instructions of the basic block (from a label to the next label or branch) with the most vector FMAs."""
+    blocks, block = [], []
+    for line in assembly.splitlines():
+        if LABEL.match(line):
+            blocks.append(block)
+            block = []
+        elif line.strip() and not line.strip().startswith((".", "#", ";", "//")):
+            block.append(line.strip())
+            if BRANCH.match(line):
+                blocks.append(block)
+                block = []
+    blocks.append(block)
+    return max(blocks, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line)))
+
+
+def loop_report(dispatcher: CPUDispatcher) -> tuple[list[str], int, int]:
+    """(the inner loop's instructions, its vector FMAs, its stack accesses), over the function's signatures;
+    the loop with the most FMAs of them."""
+    loops = [hot_loop(dispatcher.inspect_asm(sig)) for sig in dispatcher.signatures]
+    loop = max(loops, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line)))
+    return (loop, sum(1 for line in loop if VECTOR_FMA.search(line)),
+            sum(1 for line in loop if STACK_ACCESS.search(line)))
+
+
 def compile_stage(stage: str):
     """The stage's model, built without the disk cache, after one forward pass on a blank image."""
     with without_disk_cache():
@@ -54,15 +88,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.asm", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", help="e.g. stage2_simd")
     parser.add_argument("function", nargs="?", default="conv", help="a function's name or part of it")
+    parser.add_argument("--loop", action="store_true", help="print the function's inner loop and its stack accesses")
     args = parser.parse_args(argv)
-    functions = stage_functions(compile_stage(args.stage))
+    model = compile_stage(args.stage)
+    functions = stage_functions(model)
     width = max(map(len, functions))
     for name, dispatcher in functions.items():
         print(f"{name:<{width}} {len(packed_fma_lines(dispatcher)):>5} packed FMA instructions")
     chosen = functions.get(args.function) or next((f for n, f in functions.items() if args.function in n), None)
     if chosen is None:
         parser.error(f"{args.stage} has no compiled function {args.function!r}; it has: {', '.join(functions)}")
-    print(f"\npacked FMA instructions in {chosen.py_func.__name__}:")
+    choice = f" ({model.choice})" if hasattr(model, "choice") else ""
+    if args.loop:
+        loop, fmas, stack = loop_report(chosen)
+        print(f"\ninner loop of {chosen.py_func.__name__}{choice}: {len(loop)} instructions, {fmas} vector FMAs, "
+              f"{stack} stack accesses")
+        print("\n".join(loop))
+        return 0
+    print(f"\npacked FMA instructions in {chosen.py_func.__name__}{choice}:")
     print("\n".join(packed_fma_lines(chosen)) or "(none)")
     return 0
 

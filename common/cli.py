@@ -123,8 +123,9 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
         if model is None:
             model, build_s = timed(make_model, args.weights)
             setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
-            print(f"{stage}: weights {manifest['source']['package']} (ResNet-50 {manifest['variant']}); {setup}",
-                  file=status)
+            choice = f"{model.choice}; " if hasattr(model, "choice") else ""  # what a stage chose for this CPU
+            weights = f"{manifest['source']['package']} (ResNet-50 {manifest['variant']})"
+            print(f"{stage}: weights {weights}; {choice}{setup}", file=status)
             if args.warmup:
                 _, warm_s = repeat_timed(model.forward, image, args.warmup)
                 print(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s "

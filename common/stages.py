@@ -21,3 +21,8 @@ def stage_module(stage: str):
 def threaded(stage: str) -> bool:
     """Does the stage run parallel loops (stage 6 on), so that its command line takes --threads?"""
     return "threads=True" in (REPO / "stages" / stage / "__main__.py").read_text()
+
+
+def tiled(stage: str) -> bool:
+    """Does the stage choose a register tile for the CPU it is compiled for (stage 8 on)?"""
+    return hasattr(stage_module(stage), "TILE_CHOICE")

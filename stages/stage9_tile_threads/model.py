@@ -15,17 +15,18 @@ Stage 7's conv computes one output value at a time: a dot product over the kerne
 of a weight and of an input for every multiply-add and a sum across the vector's lanes at the end. A
 core can do two 16-lane fused multiply-adds (FMA) per cycle but only two vector loads, so such a loop
 waits on loads. The kernel here computes a *tile* of outputs at once: ROWS output pixels of one row by
-BLOCK output channels (7 x 32 sums = 14 zmm registers). For every input channel of every kernel tap
-it loads BLOCK/16 packed weight vectors and one input value per pixel (broadcast to all lanes) and does
-ROWS x BLOCK/16 FMAs into the sums, which stay in registers until the tile is done: 9 loads feed 14
-FMAs. That is the micro-kernel every fast CPU library is built around. What it needs:
+BLOCK output channels (with AVX-512, 7 x 32 sums = 14 zmm registers). For every input channel of every
+kernel tap it loads BLOCK/LANES packed weight vectors and one input value per pixel (broadcast to all
+lanes) and does ROWS x BLOCK/LANES FMAs into the sums, which stay in registers until the tile is done:
+9 loads feed 14 FMAs. That is the micro-kernel every fast CPU library is built around. What it needs:
+- a tile that fits the CPU's vector registers, chosen from them at import (`channel_vectors`);
 - weights packed at load time as [group][kh][kw][ci][BLOCK] (one group = BLOCK output channels), so
   the BLOCK weights a tile needs for one input channel are one contiguous run: whole vector loads;
 - no branches in the tile loop: the inputs of 3x3 convs and of the stem live in buffers with a zero
   border, written once, instead of the padding tests of stage 7's kernel;
-- two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for this CPU prefers
-  256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not its SLP
-  vectorizer, the pass that turns the tile's unrolled sums into vector registers.
+- two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for Intel's AVX-512
+  CPUs prefers 256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not
+  its SLP vectorizer, the pass that turns the tile's unrolled sums into vector registers.
 Everything else, folded batch norm, fused output loop, generated source, buffers and pool, is stage 7's.
 """
 
@@ -41,22 +42,38 @@ from numba.extending import intrinsic
 
 from common.architecture import Bottleneck, Conv, resnet50
 from common.codegen import load_module, write_module
-from common.paths import WEIGHTS_DIR
+from common.paths import REPO, WEIGHTS_DIR
+from common.target import vector_registers
 from common.weights import load_manifest, load_tensor
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
-LANES = 16  # float32 lanes in a 512-bit zmm register
+FLOAT32_BITS = 32
 ROWS = 7  # output pixels per tile: divides every output width of ResNet-50 (112, 56, 28, 14, 7)
-BLOCK = 2 * LANES  # output channels per tile: two zmm registers per pixel
-VECTOR_BITS = "512"
+
+
+def channel_vectors(registers: int) -> int:
+    """Vectors of output channels per tile row: the most, a power of 2, for which ROWS x vectors sums, one step's
+    weight vectors and its broadcast input fit the registers: 2 of 32 (14 + 2 + 1), 1 of 16 (AVX2: 7 + 1 + 1)."""
+    vectors = 1
+    while (ROWS + 1) * 2 * vectors + 1 <= registers:
+        vectors *= 2
+    return vectors
+
+
+# The vector registers of the CPU numba compiles for (common.target): 512 bits x 32 with AVX-512, 256 x 16
+# with AVX2, 128 x 32 with ARM's NEON. The tile is chosen for them, once, when the stage is imported.
+VECTOR_BITS, VECTOR_REGISTERS = vector_registers()
+LANES = VECTOR_BITS // FLOAT32_BITS  # float32 lanes in one vector register
+BLOCK = channel_vectors(VECTOR_REGISTERS) * LANES  # output channels per tile: 32, 8 or 8, dividing 64
+TILE_CHOICE = f"tile {ROWS}x{BLOCK}, {VECTOR_BITS}-bit vectors"
 
 
 @intrinsic
 def wide_vectors(typingctx):
-    """Ask LLVM for 512-bit vectors in the function that calls this. On Intel server CPUs LLVM's
-    default tuning ("prefer-256-bit") emits 256-bit ymm code, and 256-bit FMAs run on two ports at
-    8 lanes where 512-bit FMAs run on two ports at 16 lanes: half the peak. numba has no option for
-    a function attribute, so this intrinsic adds it to the LLVM function it is compiled into."""
+    """Ask LLVM for vectors as wide as the registers (VECTOR_BITS) in the function that calls this. On
+    Intel's AVX-512 CPUs LLVM's default tuning ("prefer-256-bit") emits 256-bit ymm code, and 256-bit FMAs
+    run on two ports at 8 lanes where 512-bit FMAs run on two ports at 16 lanes: half the peak. numba has
+    no option for a function attribute, so this intrinsic adds it to the LLVM function it is compiled into."""
 
     def codegen(context, builder, signature, args):
         attributes = builder.function.attributes
@@ -87,7 +104,7 @@ def stack_floats(typingctx, count):
 def tile_vectorizer():
     """Compile with LLVM's SLP vectorizer instead of its loop vectorizer. The tile's two innermost
     loops (ROWS pixels, BLOCK channels) have constant trip counts, so LLVM unrolls them first, leaving
-    ROWS x BLOCK scalar sums; the SLP vectorizer packs each 16 neighbouring ones into a zmm register.
+    ROWS x BLOCK scalar sums; the SLP vectorizer packs each LANES neighbouring ones into a vector register.
     numba runs only the loop vectorizer, which then vectorizes the input-channel loop instead, with
     gathers of weights 32 floats apart: 70x slower (measured). Both settings are read when numba
     compiles, so they are changed only while the conv kernels compile, in Model()."""
@@ -98,14 +115,14 @@ def tile_vectorizer():
     finally:
         numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
 
-HEADER = '''"""ResNet-50 forward pass for {variant} weights, generated by stages/stage9_tile_threads/model.py.
+HEADER = '''"""ResNet-50 forward pass for {variant} weights, generated by {generator}.
 Do not edit: regenerated when the weights' manifest or the generator changes. {kernels} kernels, {steps} steps."""
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from stages.stage9_tile_threads.model import stack_floats, wide_vectors
+from {module} import stack_floats, wide_vectors
 
 HWC = "float32[:, :, ::1]"
 OHWI = "float32[:, :, :, ::1]"
@@ -117,8 +134,7 @@ CONV = '''
 
 @njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
 def {name}(x, weight, bias, residual, out):
-    """x: HWC with a zero border of {padding}; weight: [group][kh][kw][ci][BLOCK]; out: HWC, its border
-    of {out_pad} left alone."""
+    """x: HWC, zero border {padding}; weight: [group][kh][kw][ci][BLOCK]; out: HWC, border {out_pad} left alone."""
     wide_vectors()
     # prange gives each thread one contiguous range of tile numbers. Numbered group-major, a thread's
     # tiles share one group's weights; numbered pixel-major, a thread keeps to its part of the image,
@@ -202,9 +218,9 @@ def {name}(x, weight, bias, out):
 
 
 def fold(conv: Conv, tensors, eps):
-    """OIHW conv weight and its batch norm -> (weight with the batch norm's scale in it, packed as
-    [group][kh][kw][ci][BLOCK], and bias (out,)). Computed in float64 and rounded once, so folding adds
-    no error of its own."""
+    """OIHW conv weight and its batch norm -> (weight with the batch norm's scale in it, bias (out,)),
+    computed in float64 and rounded once, so folding adds no error of its own. The weight is laid out
+    as the conv kernel reads it: [group][kh][kw][ci][BLOCK]."""
     weight = tensors(f"{conv.name}.weight").astype(np.float64)
     gamma, beta, mean, var = (tensors(f"{conv.bn}.{part}").astype(np.float64)
                               for part in ("weight", "bias", "running_mean", "running_var"))
@@ -226,11 +242,6 @@ def load_pool(manifest, weights_dir, arch):
     return pool
 
 
-def bordered_hwc(size, channels, border):
-    """A zero HWC buffer with a border of `border` on each side."""
-    return np.zeros((size + 2 * border, size + 2 * border, channels), np.float32)
-
-
 class Model:
     """ResNet-50 built from common.architecture; weights folded and packed and buffers allocated when it
     is built, the forward pass generated as source, one specialized kernel per distinct layer shape."""
@@ -241,11 +252,12 @@ class Model:
         start = time.perf_counter()
         self.pool = load_pool(self.manifest, weights_dir, self.arch)
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
+        self.choice = TILE_CHOICE  # shown on the command line's first line
         arch = self.arch
         largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
         self.buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
-        self.input = bordered_hwc(arch.stem.in_size, arch.stem.in_channels, arch.stem.padding)
-        self.bordered = {}  # (size, channels, border) -> the zero-bordered buffer that a 3x3 conv reads
+        self.bordered = {}  # HWC shape -> the buffer of that shape with a zero border, written once
+        self.input = self.bordered_buffer(arch.stem.in_size, arch.stem.in_channels, arch.stem.padding)
         self.features = np.empty(arch.fc.in_features, np.float32)
         self.logits = np.empty(arch.fc.out_features, np.float32)
         self.kernel_sources = {}  # kernel name -> its source, one per distinct layer shape
@@ -280,9 +292,10 @@ class Model:
         self.lines.append(f"    {name}({', '.join(f'a[{i}]' for i in indices)})")
 
     def bordered_buffer(self, size, channels, border):
-        """The zero-bordered HWC buffer of this shape, one per shape: kernels write only its inside."""
-        key = (size, channels, border)
-        return self.bordered.setdefault(key, bordered_hwc(*key))
+        """The HWC buffer for size x size x channels with a zero border around it, one per shape: the
+        kernels write only its inside, so the border stays 0 and serves as the padding of the conv reading it."""
+        shape = (size + 2 * border, size + 2 * border, channels)
+        return self.bordered.setdefault(shape, np.zeros(shape, np.float32))
 
     def conv(self, x, conv: Conv, out, residual, relu: bool, out_border=0):
         """One conv with its batch norm folded in, then + residual (if not None), then ReLU (if relu).
@@ -296,9 +309,10 @@ class Model:
         arrays = (x, weight, bias, residual if add_residual else out, out)
         self.emit(CONV, name, arrays, in_channels=conv.in_channels, out_size=conv.out_size,
                   groups=conv.out_channels // BLOCK, positions=conv.out_size * (conv.out_size // ROWS),
-                  column_tiles=conv.out_size // ROWS, kernel=conv.kernel, stride=conv.stride, padding=conv.padding,
-                  out_pad=out_border, rows=ROWS, block=BLOCK, sums=ROWS * BLOCK, add_residual=add_residual,
-                  relu=relu, pixels_first=x.nbytes > weight.nbytes)  # keep the bigger of the two in cache
+                  column_tiles=conv.out_size // ROWS, kernel=conv.kernel, stride=conv.stride,
+                  padding=conv.padding, add_residual=add_residual, relu=relu, out_pad=out_border, rows=ROWS,
+                  block=BLOCK, sums=ROWS * BLOCK,
+                  pixels_first=x.nbytes > weight.nbytes)  # keep the bigger of the two in each core's cache
         self.tile_signatures[name] = tuple(numba.typeof(array) for array in arrays)
         return out
 
@@ -340,7 +354,8 @@ class Model:
         """The generated module's path in the kernel cache; its name holds a digest of the source, of this
         generator and of the machine, so that numba's cached machine code is only reused for the same three."""
         calls = [line for line in self.lines if not line.lstrip().startswith("#")]
-        header = HEADER.format(variant=self.manifest["variant"], kernels=len(self.kernel_sources), steps=len(calls))
+        header = HEADER.format(variant=self.manifest["variant"], kernels=len(self.kernel_sources), steps=len(calls),
+                               generator=Path(__file__).relative_to(REPO), module=__name__)
         forward = "\n\n\ndef forward(a):\n    \"\"\"a: every weight and buffer view, in step order.\"\"\"\n"
         source = header + "".join(self.kernel_sources.values()) + forward + "\n".join(self.lines) + "\n"
         name = f"{Path(__file__).parent.name}_resnet50_{self.manifest['variant'].replace('.', '_')}"

@@ -1,0 +1,127 @@
+"""The tiled stages choose their register tile from the CPU numba compiles for (common/target.py), so that the
+sums fit its vector registers: checked here without the hardware.
+
+1. Every tiled stage, compiled for an AVX2-only CPU (NUMBA_CPU_NAME=haswell, no AVX-512 features: a
+   learner's laptop), gives the reference answer on every picture.
+2. The fastest stage's tile loops, compiled natively and for AVX2, keep their sums in registers: vector
+   FMAs and no stack access in the loop (common.asm.loop_report).
+3. The same for AArch64 (Apple M1, Neoverse V1): the stage chooses its tile for NEON's 32 registers of 128
+   bits, numba compiles the kernels without optimising them, and LLVM, from the llvmlite wheel, optimises
+   and compiles their IR for the ARM target, with the stage's vectorizer settings.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+import pytest
+
+from common import codegen, target
+from common.asm import VECTOR_FMA, hot_loop
+from common.labels import TOP_K, softmax
+from common.paths import PICS_DIR, REPO
+from common.stages import STAGES, tiled
+from tests.conftest import PICS
+from tests.test_cli_errors import RUN_TIMEOUT_S
+from tests.test_network import PROB_TOLERANCE
+
+TILED = [s for s in STAGES if tiled(s)]
+FASTEST = STAGES[-1]
+AVX2 = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
+BUILDS = {"native": {}, "avx2": AVX2}
+# What each build's vector FMAs work on: AVX2 has no zmm registers.
+REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
+ARM_TARGETS = {"apple-m1": "arm64-apple-macosx", "neoverse-v1": "aarch64-unknown-linux-gnu"}
+NEON = (128, 32)  # bits per register, registers
+LOOPS_SCRIPT = """
+import json
+from common.asm import compile_stage, loop_report, stage_functions
+model = compile_stage({stage!r})
+functions = stage_functions(model)
+report = {{name: loop_report(functions[name]) for name in model.tile_signatures}}
+print(json.dumps({{"choice": model.choice, "loops": report}}))
+"""
+
+
+def run_python(args: list[str], env: dict, cache) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                          env={**os.environ, "RESNET_CACHE_DIR": str(cache), **env})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", TILED)
+def test_avx2_build_matches_reference(stage, tmp_path, reference_logits):
+    result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "256-bit vectors" in result.stderr, result.stderr  # the header line names the build's choice
+    answers = {line["image"]: line["top5"] for line in map(json.loads, result.stdout.splitlines())}
+    assert len(answers) == len(PICS)
+    for path in PICS:
+        probs = softmax(reference_logits[path])
+        top5 = answers[str(path)]
+        assert [t["class_id"] for t in top5] == list(np.argsort(-probs)[:TOP_K]), f"{stage} AVX2 on {path.name}"
+        assert all(abs(t["prob"] - probs[t["class_id"]]) <= PROB_TOLERANCE for t in top5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build", BUILDS)
+def test_x86_tile_loops_keep_sums_in_registers(build, tmp_path):
+    result = run_python(["-c", LOOPS_SCRIPT.format(stage=FASTEST)], BUILDS[build], tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["loops"], "no tile kernels"
+    for name, (loop, fmas, stack) in report["loops"].items():
+        assert fmas > 0, f"{name} ({report['choice']}): no vector FMA in its inner loop:\n" + "\n".join(loop)
+        assert all(REGISTER[build].search(line) for line in loop if VECTOR_FMA.search(line)), "\n".join(loop)
+        assert stack == 0, f"{name} ({report['choice']}) spills in its inner loop:\n" + "\n".join(loop)
+
+
+def cross_compile(ir: str, triple: str, cpu: str) -> str:
+    """Optimise numba's IR for another target as numba optimises for its own, and return that target's
+    assembly. numba runs LLVM's O3 pipeline twice: a first round without the SLP vectorizer (to inline and
+    simplify), then the full one; the loop vectorizer is off and the SLP vectorizer on, as tile_vectorizer asks."""
+    machine = target.target_machine(triple, cpu, "")
+    ir = re.sub(r"^target datalayout = .*$", f'target datalayout = "{machine.target_data}"', ir, flags=re.M)
+    ir = re.sub(r"^target triple = .*$", f'target triple = "{triple}"', ir, flags=re.M)
+    module = llvm.parse_assembly(ir)
+    for slp in (False, True):
+        options = llvm.create_pipeline_tuning_options(speed_level=3)
+        options.loop_vectorization, options.slp_vectorization = False, slp
+        builder = llvm.create_pass_builder(machine, options)
+        builder.getModulePassManager().run(module, builder)
+    return machine.emit_assembly(module)
+
+
+@pytest.fixture(scope="module")
+def neon_model(tmp_path_factory):
+    """The fastest stage, imported afresh as if the CPU had NEON's registers, its kernels compiled without
+    optimisation (numba's OPT=0) so that their IR is still target-neutral."""
+    name = f"stages.{FASTEST}.model"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(target, "vector_registers", lambda: NEON)
+        patch.setattr(codegen, "KERNELS_DIR", tmp_path_factory.mktemp("kernels"))
+        patch.setattr(numba.config, "OPT", 0)
+        spec = importlib.util.spec_from_file_location(name, REPO / "stages" / FASTEST / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        patch.setitem(sys.modules, name, module)  # the generated source imports the stage's intrinsics from here
+        spec.loader.exec_module(module)
+        assert module.LANES == NEON[0] // 32
+        yield module.Model()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpu", ARM_TARGETS)
+def test_aarch64_tile_loops_keep_sums_in_registers(cpu, neon_model):
+    assert neon_model.choice.endswith("128-bit vectors")
+    for name, signature in neon_model.tile_signatures.items():
+        ir = getattr(neon_model.kernels, name).inspect_llvm(signature)
+        loop = hot_loop(cross_compile(ir, ARM_TARGETS[cpu], cpu))
+        fmas = [line for line in loop if VECTOR_FMA.search(line)]
+        assert fmas and all(".4s" in line for line in fmas), f"{name} on {cpu}: no NEON FMA:\n" + "\n".join(loop)
+        assert not [line for line in loop if "[sp" in line], f"{name} on {cpu} spills:\n" + "\n".join(loop)
