@@ -79,7 +79,7 @@ profile: $(DEV_STAMP) $(WEIGHTS)
 
 # Stage 2 on: the packed FMA instructions numba emitted for a stage's kernels.
 asm: $(RUNTIME_STAMP) $(WEIGHTS)
-	$(PY) -m common.asm $(STAGE) $(FUNCTION)
+	$(PY) -m common.asm $(STAGE) $(FUNCTION) $(ARGS)
 
 # Stage 5 on: where the generated source of the forward pass is (it is generated if missing).
 source: $(RUNTIME_STAMP) $(WEIGHTS)

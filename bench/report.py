@@ -112,6 +112,7 @@ def machine(raw: dict) -> dict:
     info = raw["machine_info"]
     return {
         "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
+        "family": info["cpu"].get("family"), "model": info["cpu"].get("model"),
         "peak_gflops": info.get("peak_gflops"), "vector_bits": info.get("vector_bits"),
         "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
     }

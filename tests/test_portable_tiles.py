@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import llvmlite.binding as llvm
 import numba
@@ -98,30 +100,43 @@ def cross_compile(ir: str, triple: str, cpu: str) -> str:
     return machine.emit_assembly(module)
 
 
-@pytest.fixture(scope="module")
-def neon_model(tmp_path_factory):
-    """The fastest stage, imported afresh as if the CPU had NEON's registers, its kernels compiled without
-    optimisation (numba's OPT=0) so that their IR is still target-neutral."""
-    name = f"stages.{FASTEST}.model"
-    with pytest.MonkeyPatch.context() as patch:
+def neon_loops(stage: str, cpus: dict[str, str]) -> dict:
+    """{cpu: {kernel: inner-loop instructions}} for the tile kernels of `stage`, imported afresh as if the CPU
+    had NEON's registers and compiled without optimisation (numba's OPT=0), so that their IR is still
+    target-neutral, then cross-compiled. Run in a fresh process: in one that has compiled x86 code already,
+    numba links x86-only helpers (an llvm.x86 atomic) into the IR, which the ARM back end cannot take."""
+    name = f"stages.{stage}.model"
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as kernels:
         patch.setattr(target, "vector_registers", lambda: NEON)
-        patch.setattr(codegen, "KERNELS_DIR", tmp_path_factory.mktemp("kernels"))
+        patch.setattr(codegen, "KERNELS_DIR", Path(kernels))
         patch.setattr(numba.config, "OPT", 0)
-        spec = importlib.util.spec_from_file_location(name, REPO / "stages" / FASTEST / "model.py")
+        spec = importlib.util.spec_from_file_location(name, REPO / "stages" / stage / "model.py")
         module = importlib.util.module_from_spec(spec)
         patch.setitem(sys.modules, name, module)  # the generated source imports the stage's intrinsics from here
         spec.loader.exec_module(module)
-        assert module.LANES == NEON[0] // 32
-        yield module.Model()
+        model = module.Model()
+        irs = {kernel: getattr(model.kernels, kernel).inspect_llvm(signature)
+               for kernel, signature in model.tile_signatures.items()}
+    return {"choice": model.choice,
+            "loops": {cpu: {kernel: hot_loop(cross_compile(ir, triple, cpu)) for kernel, ir in irs.items()}
+                      for cpu, triple in cpus.items()}}
+
+
+@pytest.fixture(scope="module")
+def neon(tmp_path_factory):
+    script = ("import json; from tests.test_portable_tiles import ARM_TARGETS, neon_loops; "
+              f"print(json.dumps(neon_loops({FASTEST!r}, ARM_TARGETS)))")
+    result = run_python(["-c", script], {}, tmp_path_factory.mktemp("cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cpu", ARM_TARGETS)
-def test_aarch64_tile_loops_keep_sums_in_registers(cpu, neon_model):
-    assert neon_model.choice.endswith("128-bit vectors")
-    for name, signature in neon_model.tile_signatures.items():
-        ir = getattr(neon_model.kernels, name).inspect_llvm(signature)
-        loop = hot_loop(cross_compile(ir, ARM_TARGETS[cpu], cpu))
+def test_aarch64_tile_loops_keep_sums_in_registers(cpu, neon):
+    assert neon["choice"].endswith("128-bit vectors")
+    assert neon["loops"][cpu], "no tile kernels"
+    for name, loop in neon["loops"][cpu].items():
         fmas = [line for line in loop if VECTOR_FMA.search(line)]
         assert fmas and all(".4s" in line for line in fmas), f"{name} on {cpu}: no NEON FMA:\n" + "\n".join(loop)
         assert not [line for line in loop if "[sp" in line], f"{name} on {cpu} spills:\n" + "\n".join(loop)
