@@ -86,8 +86,9 @@ def explain(path: Path, stage: str, weights_dir: Path) -> tuple[list[dict], dict
 
     maps = [cam_of(entry) for entry in top[:TOP_MAPS]]
     cams = [pictures.cam_picture(photo, cam, title) for cam, title in maps]
-    filters = pictures.filters_picture(conv1_filters(manifest, weights_dir),
-                                       "conv1's 64 filters, 7x7 RGB, batch norm folded in")
+    weights = conv1_filters(manifest, weights_dir)
+    count, height, width, _ = weights.shape
+    filters = pictures.filters_picture(weights, f"conv1's {count} filters, {height}x{width} RGB, batch norm folded in")
     features = pictures.features_picture({group: activations[group] for group in GROUPS})
     summary = pictures.text_panel([f"{path.name}, {stage}", *(f"{t['prob']:7.2%}  {t['label']}" for t in top)])
     seen = pictures.with_text(Image.fromarray(photo), "the crop the network saw")
