@@ -1,6 +1,7 @@
 # ResNet-50 from scratch. `make help` lists the targets.
 #   make run                    classify pics/ with the fastest stage (sets everything up itself)
 #   make stage3 run [IMG=path]  classify with one stage
+#   make explain [IMG=path]     what the network looks at in a photo: class activation maps, filters, feature maps
 #   make test                   lint + the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -27,11 +28,13 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
+.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
+	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
+	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage (or N)"
 	@echo "make stageN profile          per-layer time table of stage N"
 	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
 	@echo "make stage5 source           the path of stage 5's generated forward pass"
@@ -69,6 +72,10 @@ verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
 
 run: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)
+
+# Where in the photo the network found its answer: explain/README.md says what each picture shows.
+explain: $(RUNTIME_STAMP) $(WEIGHTS)
+	$(PY) -m explain $(or $(IMG),pics/cat.png) --stage $(STAGE) $(ARGS)
 
 # The latency table, JSON and chart of every stage (or STAGES=3,4) and the peers; bench/README.md explains.
 bench: $(DEV_STAMP) $(WEIGHTS)

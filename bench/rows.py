@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.peers import PEER_CLASSES, PEERS
 from common.errors import UserError
 from common.paths import PICS_DIR
-from common.stages import STAGES, stage_module
+from common.stages import STAGES, find_stage, stage_module
 
 DEFAULT_IMAGE = PICS_DIR / "cat.png"  # the photo every row classifies
 ALL = "all"
@@ -21,13 +21,7 @@ def select_stages(spec: str) -> list[str]:
         return list(STAGES)
     if spec == NONE:
         return []
-    chosen = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        prefix = (item if item.startswith("stage") else f"stage{item}").split("_")[0] + "_"
-        matches = [s for s in STAGES if s == item or s.startswith(prefix)]
-        if not matches:
-            raise UserError(f"no stage {item!r} in stages/; stages are: {', '.join(STAGES)}")
-        chosen += [s for s in matches if s not in chosen]
+    chosen = dict.fromkeys(find_stage(item) for item in filter(None, (part.strip() for part in spec.split(","))))
     return sorted(chosen, key=STAGES.index)
 
 

@@ -127,6 +127,12 @@ def normalize(rgb: np.ndarray, preprocessing: dict) -> np.ndarray:
 
 def load_image(path, preprocessing: dict, loader: str = "pillow") -> np.ndarray:
     """The network input for one photo: HWC float32, (crop, crop, 3). Raises ImageError naming the file."""
+    return normalize(load_crop(path, preprocessing, loader), preprocessing)
+
+
+def load_crop(path, preprocessing: dict, loader: str = "pillow") -> np.ndarray:
+    """The pixels the network sees of one photo: HWC uint8 RGB, (crop, crop, 3). Raises ImageError naming
+    the file."""
     path = Path(path)
     resize, crop = preprocessing["resize_shorter_side"], preprocessing["center_crop"]
     if not path.exists():
@@ -148,4 +154,4 @@ def load_image(path, preprocessing: dict, loader: str = "pillow") -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
         reason = "not an image Pillow can read" if isinstance(e, Image.UnidentifiedImageError) else str(e)
         raise ImageError(path, f"cannot read image ({reason})") from None
-    return normalize(rgb, preprocessing)
+    return rgb

@@ -2,6 +2,7 @@
 
 import importlib
 
+from common.errors import UserError
 from common.paths import REPO
 
 
@@ -16,6 +17,15 @@ STAGES = sorted((p.name for p in (REPO / "stages").glob("stage[0-9]*_*") if (p /
 def stage_module(stage: str):
     """The stage's model module (its Model class and kernels)."""
     return importlib.import_module(f"stages.{stage}.model")
+
+
+def find_stage(spec: str) -> str:
+    """The stage folder a user means by a number or a name: '3', 'stage3' or 'stage3_preload'."""
+    prefix = (spec if spec.startswith("stage") else f"stage{spec}").split("_")[0] + "_"
+    match = next((s for s in STAGES if s == spec or s.startswith(prefix)), None)
+    if match is None:
+        raise UserError(f"no stage {spec!r} in stages/; stages are: {', '.join(STAGES)}")
+    return match
 
 
 def threaded(stage: str) -> bool:

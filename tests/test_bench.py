@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from bench.profile import attribute, layers
 from bench.report import COLUMNS, LATEST_JSON, LATEST_MD, LATEST_PNG, build_rows, markdown_table
 from common.architecture import resnet50
 from common.errors import UserError
 from common.paths import REPO
 from common.stages import STAGES
+from common.trace import attribute, layers
 from common.weights import load_manifest
 
 FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
