@@ -162,24 +162,28 @@ def without_disk_cache():
 
 def load_module(path: Path, compile_more: Callable | None = None):
     """The generated module at path with every kernel compiled: (module, how, seconds), where how says
-    whether the kernels were loaded from the disk cache or compiled. A cache that cannot be read is
-    deleted and compiled again; if even that fails, the kernels are compiled without the disk cache."""
+    whether the kernels were loaded from the disk cache or compiled. Cache files that cannot be read are
+    deleted and their kernels compiled again (without the disk cache if they cannot be deleted); any other
+    error is raised as it is."""
     start = time.perf_counter()
     try:
         module = import_path(path, compile_more)
     except Exception as e:  # numba raises whatever unpickling a damaged cache file raises
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         bad = unreadable(numba_cache_files(path))
+        if not bad:
+            raise  # not the cache's fault: a real error, shown as it is
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"note: {len(bad)} file(s) of compiled kernels in {path.parent / '__pycache__'} could not be read "
               f"({reason}); compiling those kernels again", file=sys.stderr)
         try:
             for f in bad:
                 f.unlink()
-            module = import_path(path, compile_more)
-        except Exception:
-            print("note: the kernel cache still cannot be used; compiling the kernels without it", file=sys.stderr)
+        except OSError:
+            print("note: they cannot be deleted; compiling the kernels without the cache", file=sys.stderr)
             with without_disk_cache():
                 module = import_path(path, compile_more)
+        else:
+            module = import_path(path, compile_more)
     kernels = compiled_kernels(module)
     loaded = all(sum(f.stats.cache_hits.values()) and not sum(f.stats.cache_misses.values()) for f in kernels)
     return module, "load compiled kernels" if loaded else "compile", time.perf_counter() - start

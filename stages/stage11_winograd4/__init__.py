@@ -1,0 +1,1 @@
+"""Stage 11, Winograd 4x4: F(4x4, 3x3) where its 4x4 output tiles fit (layers 1-2), F(2x2, 3x3) elsewhere."""
