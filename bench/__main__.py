@@ -1,7 +1,8 @@
-"""`make bench`: run bench/test_latency.py under pytest-benchmark, then write the report.
+"""`make bench`: run bench/test_latency.py and bench/test_end_to_end.py under pytest-benchmark, then write the report.
 
     python -m bench [--out DIR] [--stages 3,4] [--peers all|none|pytorch,...] [--threads N] [--seconds S]
-                    [--min-rounds N] [--max-rounds N] [--image PATH] [any pytest or pytest-benchmark option]
+                    [--min-rounds N] [--max-rounds N] [--image PATH] [--photos N]
+                    [any pytest or pytest-benchmark option]
 
 Every run is also saved under DIR/history/ (pytest-benchmark's storage), so that a later run can be compared
 with it: `python -m bench --benchmark-compare` compares with the last saved run, `--benchmark-compare=0003`
@@ -17,7 +18,8 @@ import pytest
 from bench.report import RAW_JSON, RESULTS_DIR
 from bench.report import main as report_main
 
-BENCH_MODULE = Path(__file__).resolve().parent / "test_latency.py"
+# Forward-only rows first, then the fastest stage end to end, which is compared with its forward-only row.
+BENCH_MODULES = [Path(__file__).resolve().parent / name for name in ("test_latency.py", "test_end_to_end.py")]
 HISTORY = "history"
 
 
@@ -27,7 +29,7 @@ def pytest_args(out: Path, extra: list[str]) -> list[str]:
     # columns that matter here; options in `extra` come later and win.
     own_table = ["--benchmark-columns=median,min,max,rounds"] if comparing else ["--benchmark-quiet"]
     return [
-        str(BENCH_MODULE), "-q", "-p", "no:cacheprovider",
+        *map(str, BENCH_MODULES), "-q", "-p", "no:cacheprovider",
         "--benchmark-enable", "--benchmark-only",  # pyproject's addopts disable benchmarks for the unit tests
         f"--benchmark-json={out / RAW_JSON}", "--benchmark-save-data",
         "--benchmark-autosave", f"--benchmark-storage=file://{out / HISTORY}",
