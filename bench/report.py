@@ -156,11 +156,12 @@ def end_to_end_section(runs: list[dict]) -> str:
     if not runs:
         return ""
     first = runs[0]
-    command = f"python -m stages.{first['stage']} FOLDER --json --loader L --threads {first['threads']}"
-    return (f"End to end: {first['photos']} JPEGs of {first['megapixels']} megapixels made from pics/ "
-            f"(bench/album.py), classified by `{command}`, {first['decoders']} photos decoded at a time; photos/s "
-            f"over the last {first['rounds']} photos, after the model's build and warm-up, beside the stage's "
-            "forward-only rate in the table above (bench/test_end_to_end.py):\n\n"
+    folders = " ".join(["FOLDER"] * first["passes"])
+    command = f"python -m stages.{first['stage']} {folders} --json --loader L --threads {first['threads']}"
+    return (f"End to end: a FOLDER of {first['photos']} JPEGs of {first['megapixels']} megapixels made from pics/ "
+            f"(bench/album.py), classified {first['passes']} times over by `{command}`, {first['decoders']} photos "
+            f"decoded at a time; photos/s over the last {first['rounds']} photos, after the model's build and "
+            "warm-up, beside the stage's forward-only rate in the table above (bench/test_end_to_end.py):\n\n"
             + markdown_table(runs, END_TO_END_COLUMNS) + "\n")
 
 
