@@ -4,9 +4,11 @@
 
 Without images it classifies pics/. Per image it prints the top-5 (class id, label, probability) and
 the median latency of the forward pass; with --json, one JSON object per image per line. A bad input
-is reported (an "error" line in --json) and the run goes on; the exit code is then 1. Missing or
-damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does; Ctrl-C
-with 130, in one line.
+is reported (an "error" line in --json) and the run goes on; the exit code is then 1. A photo whose
+decoder complained of damaged data it could still decode gets a warning line (a "warning" key in --json).
+Missing or damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does;
+Ctrl-C with 130, in one line. Photos are decoded one per core at a time between the forward passes
+(common/prefetch.py); the results come in the order the photos were given.
 """
 
 import argparse

@@ -9,7 +9,7 @@ from pathlib import Path
 EXIT_FAILED = 1  # a photo, the weights or another input could not be used
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader (e.g. `| head`) stopped reading
-# File descriptor 2 is the whole process's: while a background thread has it pointed into a file to catch what
+# File descriptor 2 is the whole process's: while a decoding thread has it pointed into a file to catch what
 # libjpeg prints (common.image.c_stderr_captured), a line another thread writes to stderr would land there too.
 # So every line of ours goes through say(), which waits for the capture to end.
 STDERR_LOCK = threading.Lock()

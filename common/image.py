@@ -44,9 +44,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 WHITE = 255
 UINT8_MAX = 255
 UINT16_TO_UINT8 = 257  # 65535 / 255
-REDUCTION_GAP = 2
+REDUCTION_GAP = 2  # a reduced decode keeps its shorter side at least this many times the resize target
 DCT_SCALES = (8, 4, 2)  # the reductions libjpeg's DCT scaling offers: 1/8, 1/4, 1/2
 STDERR_FD = 2
+# Between MAX_IMAGE_PIXELS and twice that Pillow only warns; beyond, load_image reports its DecompressionBombError.
+# Ignored here once for all, not per photo: warnings.catch_warnings() is not thread-safe, and photos decode in
+# threads (common/prefetch.py).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class Decoded(NamedTuple):
@@ -241,9 +245,7 @@ def read_photo(path, preprocessing: dict, loader: str = "pillow") -> Photo:
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            decoded = (pillow_rgb_crop if loader == "pillow" else opencv_rgb_crop)(path, resize, crop)
+        decoded = (pillow_rgb_crop if loader == "pillow" else opencv_rgb_crop)(path, resize, crop)
     except PermissionError:
         raise ImageError(path, "permission denied; make the file readable") from None
     except Image.DecompressionBombError as e:
