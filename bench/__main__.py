@@ -1,7 +1,7 @@
-"""`make bench`: run bench/test_latency.py under pytest-benchmark, then write the report.
+"""`make bench`: run bench/test_latency.py and bench/test_end_to_end.py under pytest-benchmark, then write the report.
 
     python -m bench [--out DIR] [--stages 3,4] [--peers all|none|pytorch,...] [--threads N] [--seconds S]
-                    [--min-rounds N] [--max-rounds N] [--image PATH] [--no-first-answer] [--avx2]
+                    [--min-rounds N] [--max-rounds N] [--image PATH] [--photos N] [--no-first-answer] [--avx2]
                     [any pytest or pytest-benchmark option]
 
 --avx2 runs the tiled stages a second time, in a process whose numba compiles for an AVX2 CPU (Haswell:
@@ -26,7 +26,8 @@ from bench.rows import ALL, select_stages
 from common.errors import UserError
 from common.stages import tiled
 
-BENCH_MODULE = Path(__file__).resolve().parent / "test_latency.py"
+# Forward-only rows first, then the fastest stage end to end, which is compared with its forward-only row.
+BENCH_MODULES = [Path(__file__).resolve().parent / name for name in ("test_latency.py", "test_end_to_end.py")]
 HISTORY = "history"
 AVX2_DIR = "avx2"
 AVX2_TARGET = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}  # an AVX2 CPU without AVX-512
@@ -38,7 +39,7 @@ def pytest_args(out: Path, extra: list[str]) -> list[str]:
     # columns that matter here; options in `extra` come later and win.
     own_table = ["--benchmark-columns=median,min,max,rounds"] if comparing else ["--benchmark-quiet"]
     return [
-        str(BENCH_MODULE), "-q", "-p", "no:cacheprovider",
+        *map(str, BENCH_MODULES), "-q", "-p", "no:cacheprovider",
         "--benchmark-enable", "--benchmark-only",  # pyproject's addopts disable benchmarks for the unit tests
         f"--benchmark-json={out / RAW_JSON}", "--benchmark-save-data",
         "--benchmark-autosave", f"--benchmark-storage=file://{out / HISTORY}",
@@ -59,7 +60,7 @@ def avx2_run(out: Path, stages: list[str], extra: list[str]) -> Path | None:
     time to first answer); the path of its raw JSON, or None if it failed."""
     avx2_out = out / AVX2_DIR
     command = [sys.executable, "-m", "bench", "--out", str(avx2_out), "--stages", ",".join(stages), *extra,
-               "--peers", "none", "--no-first-answer"]
+               "--peers", "none", "--no-first-answer", "--photos", "0"]
     print(f"\nthe tiled stages again, compiled for AVX2 ({', '.join(f'{k}={v}' for k, v in AVX2_TARGET.items())})",
           file=sys.stderr)
     result = subprocess.run(command, env={**os.environ, **AVX2_TARGET})

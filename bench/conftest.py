@@ -6,12 +6,14 @@ import platform
 import numpy as np
 import pytest
 
+from bench.album import DEFAULT_PHOTOS
 from bench.report import GIGA
 from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
-from common.cli import positive_int
+from common.cli import non_negative_int, positive_int
 from common.errors import UserError
-from common.image import load_image
+from common.image import LOADERS, load_image
 from common.paths import WEIGHTS_DIR
+from common.stages import STAGES
 from common.weights import load_manifest
 
 # Rounds per row: as many as fit into the time budget, within these bounds. The first stage takes
@@ -35,6 +37,9 @@ def pytest_addoption(parser):
     group.addoption("--max-rounds", type=positive_int, default=DEFAULT_MAX_ROUNDS, help="most timed rounds per row")
     group.addoption("--no-first-answer", dest="first_answer", action="store_false",
                     help="skip the time to first answer (a fresh process per row, cold and warm: minutes in all)")
+    group.addoption("--photos", type=non_negative_int, default=DEFAULT_PHOTOS,
+                    help="photos of 12 megapixels the fastest stage classifies end to end, with each loader, when it "
+                         "is among --stages (bench/test_end_to_end.py); 0: none")
 
 
 def pytest_configure(config):
@@ -56,6 +61,10 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if "row" in metafunc.fixturenames:
         metafunc.parametrize("row", metafunc.config.bench_rows)
+    if "loader" in metafunc.fixturenames:
+        # End to end only beside the fastest stage's forward-only row, whose rate it is compared with.
+        wanted = STAGES[-1] in metafunc.config.bench_rows and metafunc.config.getoption("photos")
+        metafunc.parametrize("loader", LOADERS if wanted else [])
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,13 @@ COLUMNS = (  # (field in latest.json, Markdown header, format)
 AVX2_COLUMNS = (("avx2_median_ms", "AVX2 build median ms", "ms"), ("avx2_vs_native", "AVX2 / native", "x"),
                 ("avx2_peak_share", "AVX2 build % of AVX2 peak", "percent"))
 PERCENT = 100.0
+# The end-to-end rows (bench/test_end_to_end.py), in their own table below the latency table.
+END_TO_END = "end_to_end"
+END_TO_END_COLUMNS = (
+    ("photos_per_s", "photos/s", "fps"), ("forward_fps", "forward-only photos/s", "fps"),
+    ("vs_forward", "end to end / forward-only", "x"), ("ms_per_photo", "ms per photo", "ms"),
+    ("rounds", "photos timed", "int"),
+)
 STAGE_COLOUR, PEER_COLOUR, PEAK_COLOUR = "#3b75af", "#ef8636", "#2ca02c"
 LABEL_GAP = 1.08  # a label starts this factor right of its whisker (the axis is logarithmic)
 AXIS_MARGIN = 1.6  # room left of the fastest whisker; its cube right of the slowest, for the label
@@ -67,12 +74,16 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or denominator is None else numerator / denominator
 
 
+def latency_benchmarks(raw: dict) -> list[dict]:
+    return [bench for bench in raw["benchmarks"] if bench["extra_info"]["kind"] != END_TO_END]
+
+
 def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
     raw JSON of an AVX2 build's run, its figures for the same stages."""
     peak = raw.get("machine_info", {}).get("peak_gflops")
     rows = []
-    for bench in raw["benchmarks"]:
+    for bench in latency_benchmarks(raw):
         stats, extra = bench["stats"], bench["extra_info"]
         median_s = stats["median"]
         setup = {column: None for column in SETUP_COLUMNS.values()}
@@ -108,6 +119,25 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     return rows
 
 
+def build_end_to_end(raw: dict, rows: list[dict]) -> list[dict]:
+    """One dict per end-to-end run, with the forward-only rate of the same stage from the same run (None if its
+    latency row is missing). The rate is the timed photos over the time they took: 1 / the mean wait."""
+    forward_fps = {r["name"]: r["fps"] for r in rows}
+    runs = []
+    for bench in raw["benchmarks"]:
+        stats, extra = bench["stats"], bench["extra_info"]
+        if extra["kind"] != END_TO_END:
+            continue
+        photos_per_s = 1.0 / stats["mean"]
+        runs.append({
+            "name": f"{extra['stage']} end to end, {extra['loader']}", **extra, "rounds": stats["rounds"],
+            "photos_per_s": photos_per_s, "ms_per_photo": stats["mean"] * MS_PER_S,
+            "forward_fps": forward_fps.get(extra["stage"]),
+            "vs_forward": _ratio(photos_per_s, forward_fps.get(extra["stage"])),
+        })
+    return runs
+
+
 def machine(raw: dict) -> dict:
     info = raw["machine_info"]
     return {
@@ -139,14 +169,28 @@ def table_columns(rows: list[dict]) -> tuple:
     return COLUMNS + (AVX2_COLUMNS if any(r.get("avx2_median_ms") for r in rows) else ())
 
 
-def markdown_table(rows: list[dict]) -> str:
-    columns = table_columns(rows)
+def markdown_table(rows: list[dict], columns: tuple | None = None) -> str:
+    columns = columns or table_columns(rows)
     header = "| row | " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     lines = [header, rule]
     for r in rows:
         lines.append(f"| {r['name']} | " + " | ".join(fmt(r.get(key), kind) for key, _, kind in columns) + " |")
     return "\n".join(lines)
+
+
+def end_to_end_section(runs: list[dict]) -> str:
+    """The end-to-end table and a line saying what it measured; empty without end-to-end runs."""
+    if not runs:
+        return ""
+    first = runs[0]
+    folders = " ".join(["FOLDER"] * first["passes"])
+    command = f"python -m stages.{first['stage']} {folders} --json --loader L --threads {first['threads']}"
+    return (f"End to end: a FOLDER of {first['photos']} JPEGs of {first['megapixels']} megapixels made from pics/ "
+            f"(bench/album.py), classified {first['passes']} times over by `{command}`, {first['decoders']} photos "
+            f"decoded at a time; photos/s over the last {first['rounds']} photos, after the model's build and "
+            "warm-up, beside the stage's forward-only rate in the table above (bench/test_end_to_end.py):\n\n"
+            + markdown_table(runs, END_TO_END_COLUMNS) + "\n")
 
 
 def describe(summary: dict) -> str:
@@ -203,17 +247,21 @@ def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
     raw = load_raw(raw_path)
     avx2 = load_raw(avx2_path) if avx2_path else None
     rows = build_rows(raw, avx2)
-    extra = raw["benchmarks"][0]["extra_info"]
+    if not rows:
+        raise UserError(f"{raw_path}: no latency rows in it, only end-to-end runs; run `make bench` again")
+    extra = latency_benchmarks(raw)[0]["extra_info"]
     summary = {
         "datetime": raw["datetime"], "machine": machine(raw), "image": extra["image"],
         "variant": extra["variant"], "macs": extra["macs"], "pytest_benchmark": raw["version"],
-        "commit": raw.get("commit_info", {}).get("id"), "rows": rows,
+        "commit": raw.get("commit_info", {}).get("id"), "rows": rows, "end_to_end": build_end_to_end(raw, rows),
         "avx2_machine": machine(avx2) if avx2 else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LATEST_JSON).write_text(json.dumps(summary, indent=1) + "\n")
     table = markdown_table(rows)
-    (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n")
+    end_to_end = end_to_end_section(summary["end_to_end"])
+    (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n"
+                                     + (f"\n{end_to_end}" if end_to_end else ""))
     peak = summary["machine"]["peak_gflops"]
     peak_ms = FLOPS_PER_MAC * summary["macs"] / (peak * GIGA) * MS_PER_S if peak else None
     write_chart(rows, out_dir / LATEST_PNG, f"ResNet-50 latency, {summary['machine']['threads']} thread(s), "
@@ -234,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"\n{describe(summary)}\n\n{markdown_table(summary['rows'])}\n")
+    if summary["end_to_end"]:
+        print(f"{end_to_end_section(summary['end_to_end'])}")
     print(f"wrote {', '.join(str(args.out / n) for n in (LATEST_JSON, LATEST_MD, LATEST_PNG))}")
     return 0
 

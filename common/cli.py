@@ -4,9 +4,11 @@
 
 Without images it classifies pics/. Per image it prints the top-5 (class id, label, probability) and
 the median latency of the forward pass; with --json, one JSON object per image per line. A bad input
-is reported (an "error" line in --json) and the run goes on; the exit code is then 1. Missing or
-damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does; Ctrl-C
-with 130, in one line.
+is reported (an "error" line in --json) and the run goes on; the exit code is then 1. A photo whose
+decoder complained of damaged data it could still decode gets a warning line (a "warning" key in --json).
+Missing or damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does;
+Ctrl-C with 130, in one line. Photos are decoded one per core at a time between the forward passes
+(common/prefetch.py); the results come in the order the photos were given.
 """
 
 import argparse
@@ -14,14 +16,22 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from common.errors import EXIT_FAILED, ImageError, run_reporting_errors
-from common.image import IMAGE_SUFFIXES, LOADERS, images_in, load_image
+from common.errors import EXIT_FAILED, ImageError, run_reporting_errors, say
+from common.image import IMAGE_SUFFIXES, LOADERS, Photo, images_in, read_photo
 from common.labels import format_top5, top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
+from common.prefetch import decoded_in_batches
 from common.timing import median_ms, repeat_timed, timed
 from common.weights import load_manifest, verify
+
+DECODERS = os.cpu_count() or 1  # photos decoded at once between the network's passes (common/prefetch.py)
+# libgomp, numba's OpenMP layer here, keeps its threads spinning for 300000 rounds after a parallel loop before
+# they sleep: about 9 ms of a core after every forward pass on the development machine, which the decoders then
+# wait for. 10000 rounds still cover the gaps between the loops of one forward pass (its speed did not change).
+OMP_SPIN_ROUNDS = 10000
 
 
 def positive_int(text: str) -> int:
@@ -88,6 +98,7 @@ def main(stage: str, make_model: Callable, argv: list[str] | None = None, thread
     """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
     `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
     args = parse_args(stage, argv, threads)
+    os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_ROUNDS))  # read when numba starts its threads
     # A bad photo is reported and skipped inside classify_all; a weights problem ends the run here, also when a
     # stage finds it during a forward pass (stage 1 reads its weights lazily): it would spoil every photo.
     return run_reporting_errors(lambda: classify_all(stage, make_model, args, threads))
@@ -100,41 +111,51 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
 
         pool_size = numba.config.NUMBA_NUM_THREADS
         if args.threads > pool_size:
-            print(f"note: --threads {args.threads}: numba's thread pool has {pool_size} threads "
-                  f"(set NUMBA_NUM_THREADS to allow more); using {pool_size}", file=sys.stderr)
+            say(f"note: --threads {args.threads}: numba's thread pool has {pool_size} threads "
+                f"(set NUMBA_NUM_THREADS to allow more); using {pool_size}")
         numba.set_num_threads(min(args.threads, pool_size))
     manifest = load_manifest(args.weights)
     if args.verify_weights:
-        print(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
+        say(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
 
     failed = 0
     model = None  # built at the first photo that decodes: a run over bad files only does not wait for set-up
-    for path in expand(args.images or [default_pictures()]):
-        try:
-            if isinstance(path, ImageError):
-                raise path
-            image = load_image(path, manifest["preprocessing"], args.loader)
-        except ImageError as e:
-            failed += 1
-            print(f"error: {e}", file=sys.stderr)
+    load = partial(_read, preprocessing=manifest["preprocessing"], loader=args.loader)
+    with decoded_in_batches(expand(args.images or [default_pictures()]), load, DECODERS) as photos:
+        for path, photo in photos:
+            try:
+                image, remarks = photo.result()
+            except ImageError as e:
+                failed += 1
+                say(f"error: {e}")
+                if args.json:
+                    print(json.dumps({"image": str(e.path), "error": str(e)}), flush=True)
+                continue
+            if remarks:
+                say(f"warning: {path}: damaged data, classified as far as it decodes (the decoder says: {remarks})")
+            if model is None:
+                model, build_s = timed(make_model, args.weights)
+                setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
+                choice = f"{model.choice}; " if hasattr(model, "choice") else ""  # what a stage chose for this CPU
+                weights = f"{manifest['source']['package']} (ResNet-50 {manifest['variant']})"
+                say(f"{stage}: weights {weights}; {choice}{setup}", file=status)
+                if args.warmup:
+                    _, warm_s = repeat_timed(model.forward, image, args.warmup)
+                    say(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s "
+                        "(the first compiles any kernel not compiled yet)", file=status)
+            logits, seconds = repeat_timed(model.forward, image, args.repeat)
+            top = top5(logits, manifest["labels"])
+            latency = median_ms(seconds)
             if args.json:
-                print(json.dumps({"image": str(e.path), "error": str(e)}), flush=True)
-            continue
-        if model is None:
-            model, build_s = timed(make_model, args.weights)
-            setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
-            choice = f"{model.choice}; " if hasattr(model, "choice") else ""  # what a stage chose for this CPU
-            weights = f"{manifest['source']['package']} (ResNet-50 {manifest['variant']})"
-            print(f"{stage}: weights {weights}; {choice}{setup}", file=status)
-            if args.warmup:
-                _, warm_s = repeat_timed(model.forward, image, args.warmup)
-                print(f"warm-up: {args.warmup} run(s), {sum(warm_s):.2f} s "
-                      "(the first compiles any kernel not compiled yet)", file=status)
-        logits, seconds = repeat_timed(model.forward, image, args.repeat)
-        top = top5(logits, manifest["labels"])
-        latency = median_ms(seconds)
-        if args.json:
-            print(json.dumps({"image": str(path), "top5": top, "latency_ms": round(latency, 3)}), flush=True)
-        else:
-            print(f"{path}: {latency:.1f} ms (median of {args.repeat})\n{format_top5(top)}", flush=True)
+                result = {"image": str(path), "top5": top, "latency_ms": round(latency, 3)}
+                print(json.dumps(result | ({"warning": remarks} if remarks else {})), flush=True)
+            else:
+                print(f"{path}: {latency:.1f} ms (median of {args.repeat})\n{format_top5(top)}", flush=True)
     return EXIT_FAILED if failed else 0
+
+
+def _read(item: Path | ImageError, preprocessing: dict, loader: str) -> Photo:
+    """read_photo, in a decoding thread; an ImageError from expand() is raised in its place."""
+    if isinstance(item, ImageError):
+        raise item
+    return read_photo(item, preprocessing, loader)

@@ -2,12 +2,17 @@
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 EXIT_FAILED = 1  # a photo, the weights or another input could not be used
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader (e.g. `| head`) stopped reading
+# File descriptor 2 is the whole process's: while a decoding thread has it pointed into a file to catch what
+# libjpeg prints (common.image.c_stderr_captured), a line another thread writes to stderr would land there too.
+# So every line of ours goes through say(), which waits for the capture to end.
+STDERR_LOCK = threading.Lock()
 
 
 class UserError(Exception):
@@ -27,15 +32,21 @@ class ImageError(UserError):
         self.path = Path(path)
 
 
+def say(line: str, file=None) -> None:
+    """Print one line to stderr (or file), flushed at once, never into a capture of the decoder's messages."""
+    with STDERR_LOCK:
+        print(line, file=file or sys.stderr, flush=True)
+
+
 def run_reporting_errors(body: Callable[[], int], interrupted: str = "interrupted") -> int:
     """Run a command's body and return its exit code; what a user causes becomes one line on stderr."""
     try:
         return body()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"error: {interrupted}", file=sys.stderr)
+        say(f"error: {interrupted}")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # Nobody reads our output any more; point stdout at /dev/null so that Python's own flush at exit

@@ -8,9 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-from bench.report import COLUMNS, LATEST_JSON, LATEST_MD, LATEST_PNG, build_rows, markdown_table
+from bench.report import (
+    COLUMNS,
+    END_TO_END_COLUMNS,
+    LATEST_JSON,
+    LATEST_MD,
+    LATEST_PNG,
+    build_end_to_end,
+    build_rows,
+    markdown_table,
+)
 from common.architecture import resnet50
+from common.cli import DECODERS
 from common.errors import UserError
+from common.image import LOADERS
 from common.paths import REPO
 from common.stages import STAGES
 from common.trace import attribute, layers
@@ -19,10 +30,13 @@ from common.weights import load_manifest
 FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
 PEER = "onnxruntime"
 ROUNDS = 2
+PHOTOS = DECODERS  # end to end: passes over the folder, one batch before the clock starts, the rest timed
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROW_FIELDS = {key for key, _, _ in COLUMNS} | {"name", "kind", "setup_s", "build_s", "first_forward_s", "top1"}
 SECONDS = {"first_answer_cold_s", "first_answer_warm_s", "build_s", "first_forward_s"}
 MACHINE_FIELDS = {"cpu", "cores", "threads", "python", "numpy", "numba", "torch"}
+END_TO_END_FIELDS = {key for key, _, _ in END_TO_END_COLUMNS} | {"name", "stage", "loader", "photos", "passes",
+                                                                 "decoders", "command", "status"}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -33,7 +47,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = run("bench", "--out", str(out), "--stages", FASTEST, "--peers", PEER, "--seconds", "0",
-                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS))
+                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS), "--photos", str(PHOTOS))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
 
@@ -52,6 +66,14 @@ def test_bench_writes_every_row_and_field(bench_run):
         assert row["gflops"] == pytest.approx(2 * summary["macs"] / row["median_ms"] / 1e6)
         assert row["top1"]["label"]
         assert all(row[key] > 0 for key in SECONDS), {key: row[key] for key in SECONDS}
+    fastest = summary["rows"][0]
+    assert [run["loader"] for run in summary["end_to_end"]] == list(LOADERS)
+    for run in summary["end_to_end"]:
+        assert END_TO_END_FIELDS <= set(run), f"{run['name']} lacks {END_TO_END_FIELDS - set(run)}"
+        assert run["stage"] == FASTEST and run["photos"] == PHOTOS
+        assert run["rounds"] == PHOTOS * run["passes"] - run["decoders"]
+        assert run["forward_fps"] == fastest["fps"]
+        assert run["vs_forward"] == pytest.approx(run["photos_per_s"] / fastest["fps"])
 
 
 @pytest.mark.slow
@@ -62,6 +84,8 @@ def test_bench_renders_table_chart_and_progress(bench_run):
         assert f" {title} |" in table
     assert f"| {FASTEST} |" in table and f"| {PEER} |" in table
     assert f"| {FASTEST} |" in result.stdout  # the table is also printed
+    for loader in LOADERS:
+        assert f"| {FASTEST} end to end, {loader} |" in table and f"| {FASTEST} end to end, {loader} |" in result.stdout
     png = (out / LATEST_PNG).read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > len(PNG_MAGIC)
     assert f"{FASTEST}: round {ROUNDS}/{ROUNDS}" in result.stderr
@@ -91,6 +115,21 @@ def test_report_ratios_follow_the_definitions():
     assert rows["stage1_x"]["codegen_compile_s"] == pytest.approx(1.25)
     assert rows["stage1_x"]["gflops"] == pytest.approx(2 * 4.0 / 3.0)
     assert "| stage2_x | 1000 |" in markdown_table(list(rows.values()))
+
+
+def test_end_to_end_rate_is_photos_over_their_time():
+    """photos/s = timed photos / the time between their result lines (1 / the mean wait, not the median: photos
+    come out a batch at a time), set beside the same stage's forward-only rate."""
+    waits = [0.010, 0.030, 0.010, 0.030, 0.010, 0.030]
+    run = fake_benchmark("stage9_x", "end_to_end", waits)
+    run["extra_info"].update({"stage": "stage9_x", "loader": "pillow"})
+    raw = {"benchmarks": [fake_benchmark("stage9_x", "stage", [0.010]), run]}
+    rows = build_rows(raw)
+    (got,) = build_end_to_end(raw, rows)
+    assert [r["name"] for r in rows] == ["stage9_x"]
+    assert got["photos_per_s"] == pytest.approx(len(waits) / sum(waits))
+    assert got["forward_fps"] == pytest.approx(100.0) and got["vs_forward"] == pytest.approx(0.5)
+    assert "| stage9_x end to end, pillow | 50.0 | 100.0 | 0.50× |" in markdown_table([got], END_TO_END_COLUMNS)
 
 
 @pytest.mark.slow

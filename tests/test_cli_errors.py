@@ -7,6 +7,7 @@ Error paths that need no forward pass run for every stage; runs that classify ph
 (highest-numbered) stage, and stage 1 for a single photo.
 """
 
+import io
 import json
 import math
 import os
@@ -32,6 +33,8 @@ FASTEST = STAGES[-1]
 EXIT_USAGE = 2  # argparse's
 RUN_TIMEOUT_S = 600
 GOOD = {"cat.png": 285, "espresso.png": 967}  # picture -> its top-1 class id (Egyptian cat, espresso)
+JPEG_END = b"\xff\xd9"  # the EOI marker
+JUNK_BYTES = 25  # zero bytes before it: libjpeg warns and still decodes
 # Root reads any file whatever its mode; without these two capabilities it obeys the permission bits.
 DROP_READ_OVERRIDE = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search"]
 
@@ -177,11 +180,16 @@ def bad_in(folder: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_mixed_folder_json(mixed_folder):
+    """Every photo in folder order, a bad one in its place, though photos decode in parallel and a bad file is
+    done long before a good one; the error lines on stderr in the same order."""
     before = listing(mixed_folder)
     result = run_stage(FASTEST, mixed_folder, "--json")
     assert_failed(result, EXIT_FAILED_INPUT, *(f"error: {p}:" for p in bad_in(mixed_folder)))
+    in_order = [Path(line["image"]).name for line in json_lines(result.stdout)]
+    assert in_order == sorted([*GOOD, *(p.name for p in bad_in(mixed_folder))])
+    errors = [line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [str(p) for p in bad_in(mixed_folder)]
     lines = {Path(line["image"]).name: line for line in json_lines(result.stdout)}
-    assert sorted(lines) == sorted([*GOOD, *(p.name for p in bad_in(mixed_folder))])
     for name, class_id in GOOD.items():
         assert lines[name]["top5"][0]["class_id"] == class_id and "error" not in lines[name]
     for path in bad_in(mixed_folder):
@@ -197,6 +205,58 @@ def test_mixed_folder_text(mixed_folder):
         assert f"{mixed_folder / name}: " in result.stdout
     assert "Egyptian cat" in result.stdout and "espresso" in result.stdout
     assert result.stderr.count("error: ") == len(bad_in(mixed_folder))
+
+
+@pytest.fixture(scope="module")
+def damaged_for_opencv(tmp_path_factory) -> tuple[Path, list[str]]:
+    """Files OpenCV's decoders complain about, among good photos, and how their lines on stderr start. Before
+    stderr was kept to our lines, these leaked libjpeg's "Corrupt JPEG data: ...", libpng's "libpng error: ..."
+    and OpenCV's "[ERROR:0@11.9] global loadsave.cpp ..." and "[ WARN:0@11.9] ..." lines."""
+    folder = tmp_path_factory.mktemp("damaged")
+    cat = Image.open(PICS_DIR / "cat.png").convert("RGB")
+    jpeg = (PICS_DIR / "grace_hopper.jpg").read_bytes()
+    (folder / "b_junk_before_end.jpg").write_bytes(jpeg[:-len(JPEG_END)] + bytes(JUNK_BYTES) + JPEG_END)
+    png = encoded(cat, "PNG")
+    idat = png.index(b"IDAT")  # chunk: length (4 bytes), type, data, CRC (4 bytes)
+    crc_at = idat + len(b"IDAT") + struct.unpack(">I", png[idat - 4:idat])[0]
+    (folder / "c_bad_crc.png").write_bytes(png[:crc_at] + bytes(b ^ 0xFF for b in png[crc_at:crc_at + 4])
+                                           + png[crc_at + 4:])
+    for name, kind in [("e_half.bmp", "BMP"), ("f_half.tif", "TIFF")]:
+        data = encoded(cat, kind)
+        (folder / name).write_bytes(data[:len(data) // 2])
+    shutil.copy(PICS_DIR / "cat.png", folder / "a_good.png")
+    shutil.copy(PICS_DIR / "espresso.png", folder / "d_good.png")
+    return folder, [
+        f"warning: {folder / 'b_junk_before_end.jpg'}: damaged data, classified as far as it decodes (the decoder "
+        "says: Corrupt JPEG data: ",  # libjpeg counts the bytes its own way
+        f"error: {folder / 'c_bad_crc.png'}: cannot read image (OpenCV cannot decode it: libpng error: IDAT: "
+        "CRC error)",
+        f"error: {folder / 'e_half.bmp'}: cannot read image (OpenCV cannot decode it)",
+        f"error: {folder / 'f_half.tif'}: cannot read image (OpenCV cannot decode it)",
+    ]
+
+
+def encoded(img: Image.Image, kind: str) -> bytes:
+    out = io.BytesIO()
+    img.save(out, kind)
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_opencv_loader_keeps_stderr_to_our_lines(damaged_for_opencv):
+    folder, said = damaged_for_opencv
+    result = run_stage(FASTEST, folder, "--json", "--loader", "opencv")
+    assert_failed(result, EXIT_FAILED_INPUT)
+    ours = ("error: ", "warning: ", f"{FASTEST}: ", "warm-up: ")
+    assert all(line.startswith(ours) for line in result.stderr.splitlines()), result.stderr
+    reported = [line for line in result.stderr.splitlines() if line.startswith(("error: ", "warning: "))]
+    assert len(reported) == len(said), result.stderr
+    for line, start in zip(reported, said, strict=True):
+        assert line.startswith(start), (line, start)
+    lines = json_lines(result.stdout)
+    assert [Path(line["image"]).name for line in lines] == sorted(p.name for p in folder.iterdir())
+    warned = {Path(line["image"]).name: line for line in lines if "warning" in line}
+    assert list(warned) == ["b_junk_before_end.jpg"] and warned["b_junk_before_end.jpg"]["top5"]
 
 
 @pytest.mark.slow

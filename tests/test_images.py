@@ -128,8 +128,8 @@ def test_jpeg_variant_is_close_to_its_pixels(name, loader, variants, manifest):
     variant, equivalent = variants[name]
     crop = pillow_rgb_crop if loader == "pillow" else opencv_rgb_crop
     prep = manifest["preprocessing"]
-    got = crop(variant, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
-    want = crop(equivalent, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
+    got = crop(variant, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
+    want = crop(equivalent, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
     assert np.abs(got - want).mean() <= REENCODE_MEAN_ABS_BOUND
 
 
@@ -156,8 +156,8 @@ def test_opencv_follows_every_exif_orientation(orientation, tmp_path, manifest):
     exif[EXIF_ORIENTATION] = orientation
     rgb(CAT).save(path, exif=exif)
     prep = manifest["preprocessing"]
-    pil = pillow_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
-    ocv = opencv_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
+    pil = pillow_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
+    ocv = opencv_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
     assert np.abs(pil - ocv).mean() <= LOADER_MEAN_ABS_BOUND
 
 
@@ -169,8 +169,8 @@ def test_loaders_agree(manifest, reference, record_property):
     prep = manifest["preprocessing"]
     worst = 0.0
     for path in PICS:
-        pil = pillow_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
-        ocv = opencv_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).astype(np.float32)
+        pil = pillow_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
+        ocv = opencv_rgb_crop(path, prep["resize_shorter_side"], prep["center_crop"]).rgb.astype(np.float32)
         mean_abs = float(np.abs(pil - ocv).mean())
         worst = max(worst, mean_abs)
         assert mean_abs <= LOADER_MEAN_ABS_BOUND, path.name
