@@ -16,14 +16,13 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from bench.rows import select_stages
 from common.cli import DECODERS
 from common.errors import UserError
 from common.image import images_in, load_image
 from common.labels import top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.prefetch import decoded_in_batches
-from common.stages import STAGES, stage_module
+from common.stages import STAGES, find_stage, stage_module
 from common.weights import load_manifest
 
 WARM = 20
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {STATM} not found: resident memory is read from Linux's /proc", file=sys.stderr)
         return 1
     try:
-        (stage,) = select_stages(args.stage)
+        stage = find_stage(args.stage)
         result = soak(stage, args.images, args.folder)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
