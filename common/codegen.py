@@ -39,6 +39,7 @@ import llvmlite
 import numba
 from numba.core.registry import CPUDispatcher, cpu_target
 
+from common.errors import say
 from common.paths import CACHE_DIR
 
 KERNELS_DIR = CACHE_DIR / "kernels"
@@ -96,8 +97,8 @@ def write_module(name: str, source: str, generator: Path) -> Path:
     folder = KERNELS_DIR
     if not writable(folder):
         folder = temporary_folder()
-        print(f"note: the kernel cache {KERNELS_DIR} cannot be written; compiling the kernels without it "
-              f"(set RESNET_CACHE_DIR to a writable folder to keep them)", file=sys.stderr)
+        say(f"note: the kernel cache {KERNELS_DIR} cannot be written; compiling the kernels without it "
+            f"(set RESNET_CACHE_DIR to a writable folder to keep them)")
     path = folder / f"{name}_{digest(source, generator)}.py"
     try:
         unchanged = path.read_text() == source
@@ -173,13 +174,13 @@ def load_module(path: Path, compile_more: Callable | None = None):
         if not bad:
             raise  # not the cache's fault: a real error, shown as it is
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"note: {len(bad)} file(s) of compiled kernels in {path.parent / '__pycache__'} could not be read "
-              f"({reason}); compiling those kernels again", file=sys.stderr)
+        say(f"note: {len(bad)} file(s) of compiled kernels in {path.parent / '__pycache__'} could not be read "
+            f"({reason}); compiling those kernels again")
         try:
             for f in bad:
                 f.unlink()
         except OSError:
-            print("note: they cannot be deleted; compiling the kernels without the cache", file=sys.stderr)
+            say("note: they cannot be deleted; compiling the kernels without the cache")
             with without_disk_cache():
                 module = import_path(path, compile_more)
         else:
