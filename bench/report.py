@@ -53,6 +53,9 @@ END_TO_END_COLUMNS = (
 STAGE_COLOUR, PEER_COLOUR, PEAK_COLOUR = "#3b75af", "#ef8636", "#2ca02c"
 LABEL_GAP = 1.08  # a label starts this factor right of its whisker (the axis is logarithmic)
 AXIS_MARGIN = 1.6  # room left of the fastest whisker; its cube right of the slowest, for the label
+ROW_INCHES = 0.55  # chart height per bar
+FRAME_INCHES = 2.2  # chart height for the title, the axis label and the legend
+LEGEND_INCHES = 0.35  # kept free at the chart's bottom edge for the legend's one line
 
 
 def load_raw(path: Path) -> dict:
@@ -215,11 +218,14 @@ def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None)
     medians = np.array([r["median_ms"] for r in rows])
     whiskers = np.array([[r["median_ms"] - r["min_ms"] for r in rows], [r["p90_ms"] - r["median_ms"] for r in rows]])
     colours = [PEER_COLOUR if r["kind"] == "peer" else STAGE_COLOUR for r in rows]
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 2.2))
+    height = ROW_INCHES * len(rows) + FRAME_INCHES
+    fig, ax = plt.subplots(figsize=(10, height))
     positions = np.arange(len(rows))
     ax.barh(positions, medians, color=colours, xerr=whiskers, capsize=3)
+    speedups = False  # whether any bar has one (not without stage 1 in the run)
     for y, r in zip(positions, rows, strict=True):
         faster = r["speedup_vs_stage1"] and not r["name"].startswith(FIRST_STAGE_PREFIX)
+        speedups = speedups or bool(faster)
         speedup = f"  ({fmt(r['speedup_vs_stage1'], 'x')})" if faster else ""
         ax.text(r["p90_ms"] * LABEL_GAP, y, f"{fmt(r['median_ms'], 'ms')} ms{speedup}", va="center", fontsize=9)
     ax.set_yticks(positions, names)
@@ -227,17 +233,21 @@ def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None)
     ax.set_xscale("log")
     low = min([r["min_ms"] for r in rows] + ([peak_ms] if peak_ms else []))
     ax.set_xlim(low / AXIS_MARGIN, max(r["p90_ms"] for r in rows) * AXIS_MARGIN**3)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLOUR), plt.Rectangle((0, 0), 1, 1, color=PEER_COLOUR)]
-    labels = ["our stages", "peers (libraries)"]
+    kinds = {r["kind"] for r in rows}
+    legend = [(STAGE_COLOUR, "our stages", "stage"), (PEER_COLOUR, "peers (libraries)", "peer")]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour, _, kind in legend if kind in kinds]
+    labels = [label for _, label, kind in legend if kind in kinds]
     if peak_ms:
         handles.append(ax.axvline(peak_ms, color=PEAK_COLOUR, linestyle="--"))
-        labels.append(f"the machine's FMA peak: {peak_ms:.1f} ms for the direct convolutions' multiply-adds")
-    ax.set_xlabel("median latency per image, ms (log scale; whiskers: min to p90; in brackets: speedup over stage 1)")
+        labels.append(f"the FMA peak measured at these vectors' width: {peak_ms:.1f} ms "
+                      "for the direct convolutions' multiply-adds")
+    ax.set_xlabel("median latency per image, ms (log scale; whiskers: min to p90"
+                  + ("; in brackets: speedup over stage 1)" if speedups else ")"))
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=handles, labels=labels, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(labels),
-              fontsize=8, frameon=False)  # below the axis label, clear of the bars and their values
+    # On the figure's bottom edge, below the axis label: a place given in axes units would move with the number of rows.
+    fig.legend(handles=handles, labels=labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     ax.grid(axis="x", which="both", alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, LEGEND_INCHES / height, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -264,8 +274,10 @@ def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
                                      + (f"\n{end_to_end}" if end_to_end else ""))
     peak = summary["machine"]["peak_gflops"]
     peak_ms = FLOPS_PER_MAC * summary["macs"] / (peak * GIGA) * MS_PER_S if peak else None
-    write_chart(rows, out_dir / LATEST_PNG, f"ResNet-50 latency, {summary['machine']['threads']} thread(s), "
-                                            f"{summary['machine']['cpu']}", peak_ms)
+    m = summary["machine"]
+    vectors = f", {m['vector_bits']}-bit vectors" if m.get("vector_bits") else ""
+    title = f"ResNet-50 latency, {m['threads']} thread(s), {m['cpu']}{vectors}"
+    write_chart(rows, out_dir / LATEST_PNG, title, peak_ms)
     return summary
 
 
