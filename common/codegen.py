@@ -22,6 +22,7 @@ The cache lives in the user's cache folder (common.paths.CACHE_DIR, `RESNET_CACH
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -253,6 +254,25 @@ def compile_in_processes(tasks: list[tuple]) -> int:
     return processes
 
 
+@contextlib.contextmanager
+def compile_lock(folder: Path):
+    """Held while kernels are compiled into folder: a second process (two commands at once, the test suite's
+    workers) waits, then loads what the first compiled, instead of compiling the same kernels beside it. The
+    operating system releases the lock of a process that dies. Without a lock file (a read-only folder), none."""
+    try:
+        lock = open(folder / ".compile.lock", "a")
+    except OSError:
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another process compiling kernels into {folder}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
 def load_module(path: Path, signatures: dict[str, tuple] | None = None, settings: Callable | None = None):
     """The generated forward module at path with every kernel compiled: (module, how, seconds), where how says
     whether the kernels were loaded from the disk cache or compiled. Kernels without a signature in their source
@@ -261,12 +281,19 @@ def load_module(path: Path, signatures: dict[str, tuple] | None = None, settings
     start = time.perf_counter()
     signatures = signatures or {}
     kernels = kernel_modules(path)
-    tasks = [(module, kernel, signatures.get(kernel), settings if kernel in signatures else None)
-             for module, kernel in kernels.items() if not any(f.suffix == ".nbi" for f in numba_cache_files(module))]
-    if len(tasks) > 1:
-        say(f"compiling {len(tasks)} kernels of {path.stem.rsplit('_', 1)[0]} "
-            f"({min(len(tasks), COMPILE_PROCESSES)} at a time; kept in {path.parent} for the next run)")
-    compiled_elsewhere = compile_in_processes(tasks)
+
+    def uncompiled() -> list[tuple]:
+        return [(module, kernel, signatures.get(kernel), settings if kernel in signatures else None)
+                for module, kernel in kernels.items() if not any(f.suffix == ".nbi" for f in numba_cache_files(module))]
+
+    compiled_elsewhere = 0
+    if len(uncompiled()) > 1:
+        with compile_lock(path.parent):
+            tasks = uncompiled()  # what another process compiled while this one waited is loaded, not compiled
+            if len(tasks) > 1:
+                say(f"compiling {len(tasks)} kernels of {path.stem.rsplit('_', 1)[0]} "
+                    f"({min(len(tasks), COMPILE_PROCESSES)} at a time; kept in {path.parent} for the next run)")
+                compiled_elsewhere = compile_in_processes(tasks)
     dispatchers = [load_kernel(module, kernel, signatures.get(kernel), settings if kernel in signatures else None)
                    for module, kernel in kernels.items()]
     module = import_path(path)

@@ -1,6 +1,11 @@
 """Shared fixtures: the exported weights, the PyTorch reference, the stages, the pictures."""
 
-from pathlib import Path
+import os
+
+# Before numba starts: its runtime counts its allocations (tests/test_prealloc.py); xdist's workers inherit it.
+os.environ["NUMBA_NRT_STATS"] = "1"
+
+from pathlib import Path  # noqa: E402
 
 import numpy as np
 import pytest

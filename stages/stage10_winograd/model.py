@@ -47,6 +47,7 @@ from numba.extending import intrinsic
 from common.architecture import Bottleneck, Conv, resnet50
 from common.codegen import load_module, write_modules
 from common.paths import WEIGHTS_DIR
+from common.prepared import prepared_pool
 from common.target import vector_registers
 from common.weights import load_manifest, load_tensor
 
@@ -348,7 +349,9 @@ class Model:
         self.manifest = load_manifest(weights_dir)
         self.arch = resnet50(self.manifest["variant"])
         start = time.perf_counter()
-        self.pool = load_pool(self.manifest, weights_dir, self.arch)
+        # Computed once, then mapped from the cache (common/prepared.py).
+        self.pool = prepared_pool(lambda: load_pool(self.manifest, weights_dir, self.arch), self.manifest,
+                                  weights_dir, Path(__file__))
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
         self.choice = TILE_CHOICE  # shown on the command line's first line
         arch = self.arch

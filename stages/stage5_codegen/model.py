@@ -20,6 +20,7 @@ import numpy as np
 from common.architecture import Bottleneck, Conv, resnet50
 from common.codegen import load_module, write_modules
 from common.paths import WEIGHTS_DIR
+from common.prepared import prepared_pool
 from common.weights import load_manifest, load_tensor
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
@@ -151,7 +152,9 @@ class Model:
         self.arch = resnet50(self.manifest["variant"])
         self.eps = np.float32(self.manifest["bn_eps"])
         start = time.perf_counter()
-        self.pool = load_pool(self.manifest, weights_dir)
+        # Computed once, then mapped from the cache (common/prepared.py).
+        self.pool = prepared_pool(lambda: load_pool(self.manifest, weights_dir), self.manifest, weights_dir,
+                                  Path(__file__))
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
         arch = self.arch
         largest = max(c.out_size**2 * c.out_channels for c in arch.convs)

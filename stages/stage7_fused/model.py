@@ -20,6 +20,7 @@ import numpy as np
 from common.architecture import Bottleneck, Conv, resnet50
 from common.codegen import load_module, write_modules
 from common.paths import WEIGHTS_DIR
+from common.prepared import prepared_pool
 from common.weights import load_manifest, load_tensor
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
@@ -135,7 +136,9 @@ class Model:
         self.manifest = load_manifest(weights_dir)
         self.arch = resnet50(self.manifest["variant"])
         start = time.perf_counter()
-        self.pool = load_pool(self.manifest, weights_dir, self.arch)
+        # Computed once, then mapped from the cache (common/prepared.py).
+        self.pool = prepared_pool(lambda: load_pool(self.manifest, weights_dir, self.arch), self.manifest,
+                                  weights_dir, Path(__file__))
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
         arch = self.arch
         largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
