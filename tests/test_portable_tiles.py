@@ -4,7 +4,8 @@ sums fit its vector registers: checked here without the hardware.
 1. Every tiled stage, compiled for an AVX2-only CPU (NUMBA_CPU_NAME=haswell, no AVX-512 features: a
    learner's laptop), gives the reference answer on every picture.
 2. The fastest stage's tile loops, compiled natively and for AVX2, keep their sums in registers: vector
-   FMAs and no stack access in the loop (common.asm.loop_report).
+   FMAs and no stack access in the loop (common.asm.loop_counts). The machine code is the one the reference
+   tests ran, read back from the kernel cache (common.asm.cached_assembly), not compiled again.
 3. The same for AArch64 (Apple M1, Neoverse V1): the stage chooses its tile for NEON's 32 registers of 128
    bits, numba compiles the kernels without optimising them, and LLVM, from the llvmlite wheel, optimises
    and compiles their IR for the ARM target, with the stage's vectorizer settings.
@@ -41,25 +42,29 @@ BUILDS = {"native": {}, "avx2": AVX2}
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
 ARM_TARGETS = {"apple-m1": "arm64-apple-macosx", "neoverse-v1": "aarch64-unknown-linux-gnu"}
 NEON = (128, 32)  # bits per register, registers
+# Built from the kernel cache (compiled first if it lacks them), as `make run` would: its tile kernels' inner loops.
 LOOPS_SCRIPT = """
 import json
-from common.asm import compile_stage, loop_report, stage_functions
-model = compile_stage({stage!r})
-functions = stage_functions(model)
-report = {{name: loop_report(functions[name]) for name in model.tile_signatures}}
+from common.asm import cached_assembly, hot_loop, loop_counts
+from common.stages import stage_module
+model = stage_module({stage!r}).Model()
+report = {{name: loop_counts(hot_loop(cached_assembly(getattr(model.kernels, name))))
+          for name in model.tile_signatures}}
 print(json.dumps({{"choice": model.choice, "loops": report}}))
 """
 
 
-def run_python(args: list[str], env: dict, cache) -> subprocess.CompletedProcess:
+def run_python(args: list[str], env: dict, cache=None) -> subprocess.CompletedProcess:
+    """python args, in the user's kernel cache (the one the test run's workers share) or in `cache`."""
+    folder = {} if cache is None else {"RESNET_CACHE_DIR": str(cache)}
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                          env={**os.environ, "RESNET_CACHE_DIR": str(cache), **env})
+                          env={**os.environ, **folder, **env})
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", TILED)
-def test_avx2_build_matches_reference(stage, tmp_path, reference_logits):
-    result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2, tmp_path)
+def test_avx2_build_matches_reference(stage, reference_logits):
+    result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2)
     assert result.returncode == 0, result.stderr
     assert "256-bit vectors" in result.stderr, result.stderr  # the header line names the build's choice
     answers = {line["image"]: line["top5"] for line in map(json.loads, result.stdout.splitlines())}
@@ -73,8 +78,8 @@ def test_avx2_build_matches_reference(stage, tmp_path, reference_logits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build", BUILDS)
-def test_x86_tile_loops_keep_sums_in_registers(build, tmp_path):
-    result = run_python(["-c", LOOPS_SCRIPT.format(stage=FASTEST)], BUILDS[build], tmp_path)
+def test_x86_tile_loops_keep_sums_in_registers(build):
+    result = run_python(["-c", LOOPS_SCRIPT.format(stage=FASTEST)], BUILDS[build])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["loops"], "no tile kernels"
@@ -103,10 +108,12 @@ def cross_compile(ir: str, triple: str, cpu: str) -> str:
 def neon_loops(stage: str, cpus: dict[str, str]) -> dict:
     """{cpu: {kernel: inner-loop instructions}} for the tile kernels of `stage`, imported afresh as if the CPU
     had NEON's registers and compiled without optimisation (numba's OPT=0), so that their IR is still
-    target-neutral, then cross-compiled. Run in a fresh process: in one that has compiled x86 code already,
-    numba links x86-only helpers (an llvm.x86 atomic) into the IR, which the ARM back end cannot take."""
+    target-neutral, then cross-compiled; in this process, without the disk cache, so that numba keeps their IR.
+    Run in a fresh process: in one that has compiled x86 code already, numba links x86-only helpers (an llvm.x86
+    atomic) into the IR, which the ARM back end cannot take."""
     name = f"stages.{stage}.model"
-    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as kernels:
+    with (pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as kernels,
+          codegen.without_disk_cache()):
         patch.setattr(target, "vector_registers", lambda: NEON)
         patch.setattr(codegen, "KERNELS_DIR", Path(kernels))
         patch.setattr(numba.config, "OPT", 0)

@@ -240,13 +240,17 @@ def test_make_run_exports_missing_weights(tmp_path):
 # --- a manifest from the other variant ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def v15_weights(tmp_path_factory) -> Path:
+def v15_weights_in(folder: Path) -> Path:
     """The installed tensors under a manifest that says ResNet v1.5 with torchvision's BN epsilon: the tensor
     shapes are the same for both variants, so this is a complete, valid export of a different network."""
-    weights = linked_weights(tmp_path_factory.mktemp("v15"))
+    weights = linked_weights(folder)
     edit_manifest(weights, lambda m: m.update(variant="v1.5", bn_eps=1e-5))
     return weights
+
+
+@pytest.fixture(scope="module")
+def v15_weights(tmp_path_factory) -> Path:
+    return v15_weights_in(tmp_path_factory.mktemp("v15"))
 
 
 @pytest.fixture(scope="module")
