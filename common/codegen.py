@@ -6,11 +6,16 @@ next run loads it instead of compiling again. numba's own cache index keys a ker
 its argument types and the target CPU, but not on the settings numba compiled it with (numba.config:
 optimisation level, loop and SLP vectorizers) nor on the source of the @intrinsic functions it calls,
 and a damaged cache file makes it raise. So here:
-- the source file's name carries a digest of everything that changes the machine code: the generated
-  source, the generator's own source (the stage's model.py, which holds its intrinsics and the compile
-  settings it switches), numba's and llvmlite's versions, Python's, the target (CPU name and features,
-  after NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) and numba's compile settings. Another value of any of them
-  is another file, with cache entries of its own;
+- every kernel is a module of its own, whose file name carries a digest of everything that changes its
+  machine code: its source, the generator's own source (the stage's model.py, which holds its intrinsics
+  and the compile settings it switches), numba's and llvmlite's versions, Python's, the target (CPU name
+  and features, after NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) and numba's compile settings. Another value of
+  any of them is another file, with cache entries of its own; the same kernel in two forward passes (the
+  v1 and v1.5 variants share most layer shapes) is one file, compiled once. The forward pass is one more
+  module, which imports the kernels and calls them in order;
+- kernels not in the cache yet are compiled by one process per core, each with its share (numba compiles
+  one function at a time), and then loaded; a lock on the folder makes a second process wait for the first
+  and load what it compiled, instead of compiling the same kernels beside it;
 - a cache that cannot be read is deleted and the kernels compiled again; where the cache folder cannot
   be written, the kernels are compiled into a temporary folder, dropped at exit. Each says so in one line;
 - files are written under a unique temporary name and renamed, so a concurrent run never reads half a

@@ -11,10 +11,11 @@ is read until a kernel touches it, and pages already in the operating system's f
 The digest covers everything the arrays are computed from: the weights' manifest (it holds every tensor's
 sha256), each tensor file's size and modification time (so a file replaced behind the manifest's back is read
 again, and its damage found, as without this cache), the stage's model.py and the machine (the tile, and so
-the packed layout, follows the CPU: common.codegen.machine_key). An entry that cannot be read is prepared
+the packed layout, follows the CPU numba compiles for: common.codegen.target). An entry that cannot be read is prepared
 again, one line says so; where the cache folder cannot be written, the pool is computed at every start.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.codegen import digest, writable
+from common.codegen import DIGEST_CHARS, target, writable
 from common.errors import say
 from common.paths import CACHE_DIR
 from common.weights import tensor_path
@@ -40,8 +41,8 @@ Pool = dict[str, np.ndarray | tuple[np.ndarray, ...]]
 def entry_name(manifest: dict, weights_dir: Path, generator: Path) -> str:
     """<stage>_<digest> of what the pool is computed from. Raises OSError for a missing tensor file."""
     files = [os.stat(tensor_path(name, weights_dir)) for name in manifest["tensors"]]
-    stamps = json.dumps([manifest, [(f.st_size, f.st_mtime_ns) for f in files]], sort_keys=True)
-    return f"{generator.parent.name}_{digest(stamps, generator)}"
+    stamps = [manifest, [(f.st_size, f.st_mtime_ns) for f in files], generator.read_text(), target()]
+    return f"{generator.parent.name}_{hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:DIGEST_CHARS]}"
 
 
 def save(pool: Pool, folder: Path) -> None:

@@ -4,11 +4,12 @@ description, with every shape, stride, padding and epsilon a literal constant.
 Stage 4's kernels took their shapes as run-time values; the compiler could not know that a loop runs
 exactly 64 times, or that a padding is 0. Here the kernels below are templates: for each distinct layer
 shape the generator writes one kernel with those numbers filled in, and the forward pass becomes one
-line per step, calling them in order. The source is written as a readable file to a cache folder
-outside the repository (`model.source_path`; `make stage5 source` prints it), imported, and compiled by
-numba as it is imported (each kernel has an explicit signature); numba's on-disk cache (cache=True) lets
-a second run skip compilation. The file is generated again when the weights' manifest or this generator
-changes, since its name holds a hash of both.
+line per step, calling them in order. The source is written as readable files to a cache folder
+outside the repository, a module per kernel and one for the forward pass that imports them
+(`model.source_path`; `make stage5 source` prints it), imported, and compiled by numba as it is imported
+(each kernel has an explicit signature); numba's on-disk cache (cache=True) lets a second run skip
+compilation. A file is generated again when its source or this generator changes, since its name holds a
+hash of both (common/codegen.py); the weights, transposed once, are kept beside it (common/prepared.py).
 Buffers and the weight pool are stage 4's; the loops inside the kernels are stage 4's.
 '''
 
