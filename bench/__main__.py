@@ -39,8 +39,7 @@ def pytest_args(out: Path, extra: list[str]) -> list[str]:
     # columns that matter here; options in `extra` come later and win.
     own_table = ["--benchmark-columns=median,min,max,rounds"] if comparing else ["--benchmark-quiet"]
     return [
-        # Never in parallel workers (rows would share the cores), also when started from a test run that uses them.
-        *map(str, BENCH_MODULES), "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+        *map(str, BENCH_MODULES), "-q", "-p", "no:cacheprovider",
         "--benchmark-enable", "--benchmark-only",  # pyproject's addopts disable benchmarks for the unit tests
         f"--benchmark-json={out / RAW_JSON}", "--benchmark-save-data",
         "--benchmark-autosave", f"--benchmark-storage=file://{out / HISTORY}",

@@ -2,6 +2,7 @@
 profiles a stage layer by layer, and refuses what it cannot do with a one-line error. Never a speed."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -40,7 +41,10 @@ END_TO_END_FIELDS = {key for key, _, _ in END_TO_END_COLUMNS} | {"name", "stage"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True)
+    """python -m args, as a user starts it: without the variables that mark this process as an xdist worker,
+    from which pytest-benchmark, in the bench's own pytest, would conclude that it runs in one and turn off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
