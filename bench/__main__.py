@@ -25,12 +25,12 @@ from bench.report import main as report_main
 from bench.rows import ALL, select_stages
 from common.errors import UserError
 from common.stages import tiled
+from common.target import AVX2_TARGET
 
 # Forward-only rows first, then the fastest stage end to end, which is compared with its forward-only row.
 BENCH_MODULES = [Path(__file__).resolve().parent / name for name in ("test_latency.py", "test_end_to_end.py")]
 HISTORY = "history"
 AVX2_DIR = "avx2"
-AVX2_TARGET = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}  # an AVX2 CPU without AVX-512
 
 
 def pytest_args(out: Path, extra: list[str]) -> list[str]:

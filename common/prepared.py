@@ -10,8 +10,8 @@ is read until a kernel touches it, and pages already in the operating system's f
 
 The digest covers everything the arrays are computed from: the weights' manifest (it holds every tensor's
 sha256), each tensor file's size and modification time (so a file replaced behind the manifest's back is read
-again, and its damage found, as without this cache), the stage's model.py and the machine (the tile, and so
-the packed layout, follows the CPU numba compiles for: common.codegen.target). An entry that cannot be read is prepared
+again, and its damage found, as without this cache), the stage's model.py and the CPU numba compiles for (the
+tile, and so the packed layout, follows it: common.codegen.target). An entry that cannot be read is prepared
 again, one line says so; where the cache folder cannot be written, the pool is computed at every start.
 """
 

@@ -33,6 +33,11 @@ def threaded(stage: str) -> bool:
     return "threads=True" in (REPO / "stages" / stage / "__main__.py").read_text()
 
 
+def generated(stage: str) -> bool:
+    """Does the stage generate its kernels and keep them in the kernel cache (stage 5 on)?"""
+    return hasattr(stage_module(stage).Model, "write_source")
+
+
 def tiled(stage: str) -> bool:
     """Does the stage choose a register tile for the CPU it is compiled for (stage 8 on)?"""
     return hasattr(stage_module(stage), "TILE_CHOICE")

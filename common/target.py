@@ -15,6 +15,8 @@ from functools import cache
 import llvmlite.binding as llvm
 from numba.core.registry import cpu_target
 
+# The environment that makes numba compile for an AVX2 CPU without AVX-512 (a learner's laptop), on any x86 machine.
+AVX2_TARGET = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
 PROBE_LANES = 16
 PROBE_IR = f"""
 define void @probe(ptr %p) #0 {{

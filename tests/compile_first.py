@@ -5,7 +5,7 @@ waits on one core while the other idles, and a long wait shows, a line per build
 every build is loaded, about 0.5 s each.
 
     python -m tests.compile_first native V15_WEIGHTS   every stage that generates kernels, v1 and v1.5 weights
-    python -m tests.compile_first avx2                 the tiled stages for an AVX2-only CPU (run with AVX2's env)
+    python -m tests.compile_first avx2                 the tiled stages for an AVX2-only CPU (common.target.AVX2_TARGET)
 """
 
 import sys
@@ -13,14 +13,7 @@ import time
 from pathlib import Path
 
 from common.paths import WEIGHTS_DIR
-from common.stages import STAGES, stage_module, tiled
-
-AVX2 = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}  # as tests/test_portable_tiles.py builds it
-
-
-def generated(stage: str) -> bool:
-    """Does the stage keep its kernels in the kernel cache (stage 5 on)?"""
-    return hasattr(stage_module(stage).Model, "write_source")
+from common.stages import STAGES, generated, stage_module, tiled
 
 
 def builds(target: str, v15_weights: Path | None) -> list[tuple[str, Path]]:

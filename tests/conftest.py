@@ -29,14 +29,14 @@ def pytest_sessionstart(session):
     """--compile-first, in the process that runs or hands out the tests (not in xdist's workers)."""
     if not session.config.getoption("compile_first") or hasattr(session.config, "workerinput"):
         return
-    from tests.compile_first import AVX2
+    from common.target import AVX2_TARGET
     from tests.test_weights_errors import v15_weights_in
 
     write = session.config.pluginmanager.get_plugin("terminalreporter").write_line
     write("compiling the kernels of every build the tests run, or loading them from the kernel cache:")
     folder = Path(tempfile.mkdtemp(prefix="resnet50-v15-"))
     try:
-        for target, args, env in [("native", [str(v15_weights_in(folder))], {}), ("avx2", [], AVX2)]:
+        for target, args, env in [("native", [str(v15_weights_in(folder))], {}), ("avx2", [], AVX2_TARGET)]:
             process = subprocess.Popen([sys.executable, "-m", "tests.compile_first", target, *args], cwd=REPO,
                                        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)

@@ -30,14 +30,14 @@ from common.asm import VECTOR_FMA, hot_loop
 from common.labels import TOP_K, softmax
 from common.paths import PICS_DIR, REPO
 from common.stages import STAGES, tiled
+from common.target import AVX2_TARGET
 from tests.conftest import PICS
 from tests.test_cli_errors import RUN_TIMEOUT_S
 from tests.test_network import PROB_TOLERANCE
 
 TILED = [s for s in STAGES if tiled(s)]
 FASTEST = STAGES[-1]
-AVX2 = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
-BUILDS = {"native": {}, "avx2": AVX2}
+BUILDS = {"native": {}, "avx2": AVX2_TARGET}
 # What each build's vector FMAs work on: AVX2 has no zmm registers.
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
 ARM_TARGETS = {"apple-m1": "arm64-apple-macosx", "neoverse-v1": "aarch64-unknown-linux-gnu"}
@@ -64,7 +64,7 @@ def run_python(args: list[str], env: dict, cache=None) -> subprocess.CompletedPr
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", TILED)
 def test_avx2_build_matches_reference(stage, reference_logits):
-    result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2)
+    result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2_TARGET)
     assert result.returncode == 0, result.stderr
     assert "256-bit vectors" in result.stderr, result.stderr  # the header line names the build's choice
     answers = {line["image"]: line["top5"] for line in map(json.loads, result.stdout.splitlines())}
