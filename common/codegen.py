@@ -233,13 +233,20 @@ def load_kernel(path: Path, kernel: str, signature: tuple | None, settings: Call
         return compile_kernel(path, kernel, signature, settings)
 
 
+def compile_processes(kernels: int) -> int:
+    """Processes compile_in_processes starts for that many kernels: one per core, none for a single kernel or core,
+    nor without the disk cache (the processes hand their machine code over through it)."""
+    processes = min(kernels, COMPILE_PROCESSES)
+    return processes if processes > 1 and DISK_CACHE else 0
+
+
 def compile_in_processes(tasks: list[tuple]) -> int:
     """Compile the kernels of `tasks` (path, kernel, signature, settings) into numba's disk cache, in one process
     per core, each with its share: numba compiles one function at a time, so a lone process uses one core.
     Returns the number of processes used (0: too few kernels or cores to pay for starting them, about 0.5 s
     each). A kernel a process could not compile is left to the caller, which compiles it again and reports why."""
-    processes = min(len(tasks), COMPILE_PROCESSES)
-    if processes < 2 or not DISK_CACHE:
+    processes = compile_processes(len(tasks))
+    if not processes:
         return 0
     shares = [[] for _ in range(processes)]
     loads = [0] * processes
@@ -296,8 +303,10 @@ def load_module(path: Path, signatures: dict[str, tuple] | None = None, settings
         with compile_lock(path.parent):
             tasks = uncompiled()  # what another process compiled while this one waited is loaded, not compiled
             if len(tasks) > 1:
+                processes = compile_processes(len(tasks))
+                at_once = f"{processes} at a time" if processes else "one by one"
                 say(f"compiling {len(tasks)} kernels of {path.stem.rsplit('_', 1)[0]} "
-                    f"({min(len(tasks), COMPILE_PROCESSES)} at a time; kept in {path.parent} for the next run)")
+                    f"({at_once}; kept in {path.parent} for the next run)")
                 compiled_elsewhere = compile_in_processes(tasks)
     dispatchers = [load_kernel(module, kernel, signatures.get(kernel), settings if kernel in signatures else None)
                    for module, kernel in kernels.items()]

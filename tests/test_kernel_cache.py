@@ -98,12 +98,13 @@ def test_damaged_cache_file_is_compiled_again(cache, damage, reference_logits):
 
 @pytest.mark.slow
 def test_cache_of_another_numba_version_is_not_used(cache, reference_logits):
-    """numba's index starts with the version that wrote it; another version's entries are ignored."""
-    for index in cache_files(cache, ".nbi"):
-        original = index.read_bytes()
-        version = numba.__version__.encode()
-        assert version in original
-        index.write_bytes(original.replace(version, b"0.0.0"[: len(version)].ljust(len(version), b"0"), 1))
+    """numba's index starts with the version that wrote it; another version's entries are ignored (one kernel's
+    index is enough to show it: each kernel has its own)."""
+    index = cache_files(cache, ".nbi")[0]
+    original = index.read_bytes()
+    version = numba.__version__.encode()
+    assert version in original
+    index.write_bytes(original.replace(version, b"0.0.0"[: len(version)].ljust(len(version), b"0"), 1))
     stderr = assert_right(classify(cache), reference_logits)
     assert COMPILED in stderr and not notes(stderr)
 
