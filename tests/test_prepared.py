@@ -1,6 +1,10 @@
 """The prepared-weights cache (common/prepared.py) never costs a wrong answer: a pool is computed once and mapped
 from disk after that; a damaged entry is prepared again with one line saying so; changed weights or another
-generator mean another entry; an unwritable cache means computing at every start. On a small pool of its own."""
+generator mean another entry; an unwritable cache means computing at every start; a stage keeps its most recently
+used entries only. On a small pool of its own."""
+
+import json
+import os
 
 import numpy as np
 import pytest
@@ -46,20 +50,22 @@ def test_computed_once_then_mapped(setup, capsys):
     assert not capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["truncated array", "garbage array", "garbage index", "wrong shape"])
+@pytest.mark.parametrize("damage", ["truncated arrays", "garbage arrays", "garbage index", "index beyond the file"])
 def test_damaged_entry_is_prepared_again(setup, capsys, damage):
     build, manifest, weights, generator, calls = setup
     prepared.prepared_pool(build, manifest, weights, generator)
     folder = next(prepared.PREPARED_DIR.iterdir())
-    array = folder / "conv.0.npy"
-    if damage == "truncated array":
-        array.write_bytes(array.read_bytes()[:-8])
-    elif damage == "garbage array":
-        array.write_bytes(b"\0garbage" * 16)
+    arrays, index = folder / prepared.ARRAYS, folder / prepared.INDEX
+    if damage == "truncated arrays":
+        arrays.write_bytes(arrays.read_bytes()[:-8])
+    elif damage == "garbage arrays":
+        arrays.write_bytes(b"\0garbage" * (arrays.stat().st_size // 8))  # the same size
     elif damage == "garbage index":
-        (folder / prepared.INDEX).write_text("not json")
+        index.write_text("not json")
     else:
-        np.save(array, np.zeros((3, 2), np.float32))
+        entries = json.loads(index.read_text())
+        entries["arrays"]["fc"]["parts"][0][0] = [600]
+        index.write_text(json.dumps(entries))
     assert_pool(prepared.prepared_pool(build, manifest, weights, generator))
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith(NOTE)]
     assert len(notes) == 1 and "could not be read" in notes[0], notes
@@ -86,3 +92,20 @@ def test_unwritable_cache_computes_every_time(setup, tmp_path, monkeypatch):
     for _ in range(2):
         assert_pool(prepared.prepared_pool(build, manifest, weights, generator))
     assert len(calls) == 2
+
+
+def test_a_stage_keeps_its_most_recently_used_entries(setup, monkeypatch):
+    build, manifest, weights, generator, calls = setup
+    monkeypatch.setattr(prepared, "KEEP_ENTRIES", 2)
+    entries = []
+    for edit in range(2):  # each edit of the generator is another entry
+        generator.write_text(f"# edit {edit}\n")
+        prepared.prepared_pool(build, manifest, weights, generator)
+        entries.append(max(prepared.PREPARED_DIR.iterdir(), key=lambda f: (f / prepared.INDEX).stat().st_mtime_ns))
+        os.utime(entries[-1] / prepared.INDEX, ns=(edit * 10**9, edit * 10**9))  # used long ago, edit 0 first
+    generator.write_text("# edit 0\n")
+    prepared.prepared_pool(build, manifest, weights, generator)  # edit 0 used again: now the most recent
+    generator.write_text("# edit 2\n")
+    prepared.prepared_pool(build, manifest, weights, generator)  # a third entry: the least recently used goes
+    kept = sorted(prepared.PREPARED_DIR.iterdir())
+    assert len(calls) == 3 and len(kept) == 2 and entries[0] in kept and entries[1] not in kept
