@@ -2,7 +2,7 @@
 
     python -m bench [--out DIR] [--stages 3,4] [--peers all|none|pytorch,...] [--threads N] [--seconds S]
                     [--min-rounds N] [--max-rounds N] [--image PATH] [--photos N] [--no-first-answer] [--avx2]
-                    [any pytest or pytest-benchmark option]
+                    [--no-interleaved] [--blocks N] [--passes N] [any pytest or pytest-benchmark option]
 
 --avx2 runs the tiled stages a second time, in a process whose numba compiles for an AVX2 CPU (Haswell:
 no AVX-512), and reports that build's figures beside the native ones.
@@ -10,6 +10,10 @@ no AVX-512), and reports that build's figures beside the native ones.
 Every run is also saved under DIR/history/ (pytest-benchmark's storage), so that a later run can be compared
 with it: `python -m bench --benchmark-compare` compares with the last saved run, `--benchmark-compare=0003`
 with run 0003. bench/README.md explains the options and the columns.
+
+After the rows, the fastest stage chosen is compared with the peers chosen once more, the rows taking turns in
+blocks in one process (bench/interleaved.py): the ratios that decide "faster or not" on a noisy machine.
+--blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out.
 """
 
 import argparse
@@ -20,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.interleaved import BLOCKS, INTERLEAVED_JSON, PASSES
 from bench.report import RAW_JSON, RESULTS_DIR
 from bench.report import main as report_main
-from bench.rows import ALL, select_stages
+from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
+from common.cli import positive_int
 from common.errors import UserError
 from common.stages import tiled
 from common.target import AVX2_TARGET
@@ -67,12 +73,35 @@ def avx2_run(out: Path, stages: list[str], extra: list[str]) -> Path | None:
     return avx2_out / RAW_JSON if result.returncode == 0 else None
 
 
+def interleaved_run(out: Path, stages: str, blocks: int, passes: int, extra: list[str]) -> bool:
+    """bench.interleaved for the fastest of `stages` against the peers and with the threads and image that `extra`
+    gives the rows (bench/conftest.py's options), into out; False if it failed. Nothing to do without a stage or
+    a peer."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--peers", default=ALL)
+    shared.add_argument("--threads")
+    shared.add_argument("--image", default=str(DEFAULT_IMAGE))
+    options, _ = shared.parse_known_args(extra)
+    chosen, peers = select_stages(stages), select_peers(options.peers)
+    if not chosen or not peers:
+        return True
+    command = [sys.executable, "-m", "bench.interleaved", "--stage", chosen[-1], "--peers", ",".join(peers),
+               "--image", options.image, "--out", str(out), "--blocks", str(blocks), "--passes", str(passes)]
+    command += ["--threads", options.threads] if options.threads else []
+    print(f"\n{chosen[-1]} against {', '.join(peers)} once more, taking turns in blocks", file=sys.stderr)
+    return subprocess.run(command).returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: %(default)s)")
     parser.add_argument("--stages", default=ALL, help="stages to run: all, or numbers/names such as 3,4")
     parser.add_argument("--avx2", action="store_true",
                         help="also run the tiled stages compiled for an AVX2 CPU, reported beside the native build")
+    parser.add_argument("--no-interleaved", action="store_true",
+                        help="leave out the fastest stage's interleaved comparison with the peers")
+    parser.add_argument("--blocks", type=positive_int, default=BLOCKS, help="rounds of the interleaved comparison")
+    parser.add_argument("--passes", type=positive_int, default=PASSES, help="its timed passes per block and row")
     args, extra = parser.parse_known_args(argv)
     try:
         avx2_stages = tiled_stages(args.stages) if args.avx2 else []
@@ -81,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / RAW_JSON).unlink(missing_ok=True)  # never report an earlier run's figures as this one's
+    for name in (RAW_JSON, INTERLEAVED_JSON):  # never report an earlier run's figures as this one's
+        (out / name).unlink(missing_ok=True)
     code = pytest.main(pytest_args(out, ["--stages", args.stages, *extra]))
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)
+    compared = args.no_interleaved or interleaved_run(out, args.stages, args.blocks, args.passes, extra)
     avx2 = avx2_run(out, avx2_stages, extra) if avx2_stages else None
     # A failed row (say, a stage whose top-1 disagrees) is left out; the others are still reported.
     reported = report_main([str(out / RAW_JSON), "--out", str(out), *(["--avx2", str(avx2)] if avx2 else [])])
-    return int(code) or reported or int(bool(avx2_stages) and avx2 is None)
+    return int(code) or reported or int(bool(avx2_stages) and avx2 is None) or int(not compared)
 
 
 if __name__ == "__main__":

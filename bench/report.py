@@ -266,12 +266,17 @@ def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
         "commit": raw.get("commit_info", {}).get("id"), "rows": rows, "end_to_end": build_end_to_end(raw, rows),
         "avx2_machine": machine(avx2) if avx2 else None,
     }
+    from bench.interleaved import INTERLEAVED_JSON, markdown  # here: bench.interleaved imports this module
+
+    interleaved = out_dir / INTERLEAVED_JSON
+    summary["interleaved"] = json.loads(interleaved.read_text()) if interleaved.is_file() else None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LATEST_JSON).write_text(json.dumps(summary, indent=1) + "\n")
     table = markdown_table(rows)
     end_to_end = end_to_end_section(summary["end_to_end"])
     (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n"
-                                     + (f"\n{end_to_end}" if end_to_end else ""))
+                                     + (f"\n{end_to_end}" if end_to_end else "")
+                                     + (f"\n{markdown(summary['interleaved'])}" if summary["interleaved"] else ""))
     peak = summary["machine"]["peak_gflops"]
     peak_ms = FLOPS_PER_MAC * summary["macs"] / (peak * GIGA) * MS_PER_S if peak else None
     m = summary["machine"]

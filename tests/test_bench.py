@@ -31,6 +31,7 @@ from common.weights import load_manifest
 FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
 PEER = "onnxruntime"
 ROUNDS = 2
+BLOCKS = 3  # of the interleaved comparison: enough for quartiles
 PHOTOS = DECODERS  # end to end: passes over the folder, one batch before the clock starts, the rest timed
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROW_FIELDS = {key for key, _, _ in COLUMNS} | {"name", "kind", "setup_s", "build_s", "first_forward_s", "top1"}
@@ -51,7 +52,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = run("bench", "--out", str(out), "--stages", FASTEST, "--peers", PEER, "--seconds", "0",
-                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS), "--photos", str(PHOTOS))
+                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS), "--photos", str(PHOTOS),
+                 "--blocks", str(BLOCKS), "--passes", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
 
@@ -78,6 +80,14 @@ def test_bench_writes_every_row_and_field(bench_run):
         assert run["rounds"] == PHOTOS * run["passes"] - run["decoders"]
         assert run["forward_fps"] == fastest["fps"]
         assert run["vs_forward"] == pytest.approx(run["photos_per_s"] / fastest["fps"])
+    interleaved = summary["interleaved"]
+    assert interleaved["stage"] == FASTEST and list(interleaved["ratios"]) == [PEER]
+    blocks = interleaved["rows"]
+    assert [len(blocks[name]) for name in (FASTEST, PEER)] == [BLOCKS, BLOCKS]
+    ratios = [ours / theirs for ours, theirs in zip(blocks[FASTEST], blocks[PEER], strict=True)]
+    r = interleaved["ratios"][PEER]
+    assert r["min"] <= r["q1"] <= r["median"] <= r["q3"] <= r["max"]
+    assert r["median"] == pytest.approx(float(np.median(ratios))) and r["min"] == pytest.approx(min(ratios))
 
 
 @pytest.mark.slow
@@ -90,6 +100,7 @@ def test_bench_renders_table_chart_and_progress(bench_run):
     assert f"| {FASTEST} |" in result.stdout  # the table is also printed
     for loader in LOADERS:
         assert f"| {FASTEST} end to end, {loader} |" in table and f"| {FASTEST} end to end, {loader} |" in result.stdout
+    assert f"| {PEER} | " in table.split("interleaved in one process")[1]  # the interleaved ratios' table
     png = (out / LATEST_PNG).read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > len(PNG_MAGIC)
     assert f"{FASTEST}: round {ROUNDS}/{ROUNDS}" in result.stderr

@@ -1,0 +1,132 @@
+"""Comparisons that noise cannot decide: one stage against the peers, the rows taking turns in blocks.
+
+    python -m bench.interleaved [--stage STAGE] [--peers all|pytorch,...] [--blocks N] [--passes N]
+                                [--threads N] [--image PATH] [--out DIR]
+
+On a shared machine a row's median drifts by 20-40% from one minute to the next, so two rows measured one after
+the other differ as much by when they ran as by what they compute. Here every row is built in one process, and
+then the rows take turns: block 1 of each row, then block 2 of each row, and so on. A block is one untimed
+forward pass (it lets the previous row's threads fall idle and brings this row's weights back into the caches)
+and PASSES timed ones; the block's time is their median. A slow minute then slows the blocks of one round
+alike, and the ratio of the stage's block to a peer's block of the same round cancels it. Reported per peer:
+the median of those ratios over the rounds, with their quartiles (the spread), so that a ratio of 0.97 with
+quartiles 0.93-1.02 reads as "level", and 0.80-0.85 as "faster". Below 1, the stage takes less time.
+
+`make bench` runs it after the other rows (for the fastest stage, unless --no-interleaved) and writes its result
+to DIR/interleaved.json, which bench/report.py puts into the table's Markdown.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cpuinfo
+import numpy as np
+
+from bench.report import MS_PER_S, RESULTS_DIR
+from bench.rows import DEFAULT_IMAGE, build, check_stage, select_peers
+from common.cli import positive_int
+from common.errors import UserError, run_reporting_errors
+from common.image import load_image
+from common.paths import WEIGHTS_DIR
+from common.stages import STAGES
+from common.weights import load_manifest
+
+INTERLEAVED_JSON = "interleaved.json"
+BLOCKS = 16  # rounds: enough for quartiles of the ratios
+PASSES = 10  # timed forward passes per block
+QUARTILES = 4
+
+
+def block_ms(model, image: np.ndarray, passes: int) -> float:
+    """One block: an untimed pass, then the median of `passes` timed ones, in milliseconds."""
+    model.forward(image)
+    seconds = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        model.forward(image)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds) * MS_PER_S
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    q1, median, q3 = statistics.quantiles(values, n=QUARTILES, method="inclusive")
+    return {"median": median, "q1": q1, "q3": q3, "min": min(values), "max": max(values)}
+
+
+def interleaved(stage: str, peers: list[str], image: np.ndarray, threads: int, blocks: int, passes: int,
+                log=sys.stderr) -> dict:
+    """{"rows": {row: [block ms, ...]}, "ratios": {peer: spread of stage block / peer block}} and the settings."""
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    if "pytorch" in peers:
+        import torch
+
+        torch.set_num_threads(threads)
+    names = [stage, *peers]
+    models, top1 = {}, {}
+    for name in names:
+        print(f"interleaved: building {name}", file=log, flush=True)
+        models[name] = build(name, WEIGHTS_DIR, threads)
+        top1[name] = int(np.argmax(models[name].forward(image)))  # the first pass compiles what compiles lazily
+    if len(set(top1.values())) > 1:  # a fast wrong answer is not a result
+        raise UserError(f"the rows disagree on the image's class: {top1}")
+    times = {name: [] for name in names}
+    for block in range(blocks):
+        for name in names:
+            times[name].append(block_ms(models[name], image, passes))
+        print(f"\rinterleaved: round {block + 1}/{blocks}", end="", file=log, flush=True)
+    print(file=log)
+    ratios = {peer: spread([ours / theirs for ours, theirs in zip(times[stage], times[peer], strict=True)])
+              for peer in peers}
+    return {"stage": stage, "peers": peers, "blocks": blocks, "passes": passes, "threads": threads,
+            "rows": times, "medians_ms": {name: statistics.median(t) for name, t in times.items()}, "ratios": ratios}
+
+
+def markdown(result: dict) -> str:
+    """The result as a Markdown table: each peer's ratio with its quartiles, and each row's median block."""
+    stage = result["stage"]
+    lines = [f"{stage} against each peer on {result['cpu']}, {result['datetime'][:10]}, interleaved in one process: "
+             f"{result['blocks']} rounds, each a block of "
+             f"{result['passes']} timed passes per row after one untimed pass, {result['threads']} threads; "
+             f"{stage}'s block time over the peer's in the same round (below 1: {stage} takes less time)",
+             "", "| peer | median ratio | quartiles | min-max | peer median block ms | "
+             f"{stage} median block ms |", "|---|---:|---:|---:|---:|---:|"]
+    for peer, r in result["ratios"].items():
+        lines.append(f"| {peer} | {r['median']:.2f} | {r['q1']:.2f}-{r['q3']:.2f} | {r['min']:.2f}-{r['max']:.2f} | "
+                     f"{result['medians_ms'][peer]:.2f} | {result['medians_ms'][stage]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", default=STAGES[-1], type=check_stage, help="default: the fastest stage")
+    parser.add_argument("--peers", default="all", help="all, or a comma list (default: all)")
+    parser.add_argument("--blocks", type=positive_int, default=BLOCKS)
+    parser.add_argument("--passes", type=positive_int, default=PASSES)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--out", type=Path, help=f"write {INTERLEAVED_JSON} there (make bench: {RESULTS_DIR})")
+    args = parser.parse_args(argv)
+    peers = select_peers(args.peers)
+    if not peers:
+        raise UserError("--peers: name at least one peer to compare with")
+    image = load_image(args.image, load_manifest(WEIGHTS_DIR)["preprocessing"])
+    result = interleaved(args.stage, peers, image, args.threads, args.blocks, args.passes)
+    result |= {"datetime": datetime.now(UTC).isoformat(), "image": args.image.name,
+               "cpu": cpuinfo.get_cpu_info().get("brand_raw", "unknown")}
+    print(markdown(result))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / INTERLEAVED_JSON).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_reporting_errors(main))
