@@ -23,7 +23,7 @@ from common.architecture import resnet50
 from common.cli import DECODERS
 from common.errors import UserError
 from common.image import LOADERS
-from common.paths import REPO
+from common.paths import PICS_DIR, REPO
 from common.stages import STAGES
 from common.trace import attribute, layers
 from common.weights import load_manifest
@@ -35,7 +35,9 @@ BLOCKS = 3  # of the interleaved comparison: enough for quartiles
 PHOTOS = DECODERS  # end to end: passes over the folder, one batch before the clock starts, the rest timed
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROW_FIELDS = {key for key, _, _ in COLUMNS} | {"name", "kind", "setup_s", "build_s", "first_forward_s", "top1"}
-SECONDS = {"first_answer_cold_s", "first_answer_warm_s", "build_s", "first_forward_s"}
+SECONDS = {"build_s", "first_forward_s"}
+FIRST_ANSWER = ("first_answer_cold_s", "first_answer_warm_s")
+NO_KERNEL_CACHE = "stage4_prealloc"  # compiles at every start: its cold first answer compiles no more than its warm one
 MACHINE_FIELDS = {"cpu", "cores", "threads", "python", "numpy", "numba", "torch"}
 END_TO_END_FIELDS = {key for key, _, _ in END_TO_END_COLUMNS} | {"name", "stage", "loader", "photos", "passes",
                                                                  "decoders", "command", "status"}
@@ -51,8 +53,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = run("bench", "--out", str(out), "--stages", FASTEST, "--peers", PEER, "--seconds", "0",
-                 "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS), "--photos", str(PHOTOS),
+    # Without the times to first answer: the cold one would compile the stage's kernels a second time in this test
+    # run (test_first_answer_times_fresh_processes checks them).
+    result = run("bench", "--out", str(out), "--stages", FASTEST, "--peers", PEER, "--no-first-answer", "--seconds",
+                 "0", "--min-rounds", str(ROUNDS), "--max-rounds", str(ROUNDS), "--photos", str(PHOTOS),
                  "--blocks", str(BLOCKS), "--passes", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
@@ -72,6 +76,7 @@ def test_bench_writes_every_row_and_field(bench_run):
         assert row["gflops"] == pytest.approx(2 * summary["macs"] / row["median_ms"] / 1e6)
         assert row["top1"]["label"]
         assert all(row[key] > 0 for key in SECONDS), {key: row[key] for key in SECONDS}
+        assert all(row[key] is None for key in FIRST_ANSWER), "a time to first answer that was not measured"
     fastest = summary["rows"][0]
     assert [run["loader"] for run in summary["end_to_end"]] == list(LOADERS)
     for run in summary["end_to_end"]:
@@ -105,6 +110,15 @@ def test_bench_renders_table_chart_and_progress(bench_run):
     assert png.startswith(PNG_MAGIC) and len(png) > len(PNG_MAGIC)
     assert f"{FASTEST}: round {ROUNDS}/{ROUNDS}" in result.stderr
     assert list((out / "history").rglob("*.json")), "the run was not saved for later comparison"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row, kind", [(NO_KERNEL_CACHE, "stage"), (PEER, "peer")])
+def test_first_answer_times_fresh_processes(row, kind):
+    from bench.first_answer import first_answer
+
+    seconds = first_answer(row, kind, PICS_DIR / "cat.png", threads=1)
+    assert set(seconds) == {"cold", "warm"} and all(s > 0 for s in seconds.values()), seconds
 
 
 def fake_benchmark(name: str, kind: str, seconds: list[float]) -> dict:
