@@ -2,7 +2,7 @@
 
     python -m bench [--out DIR] [--stages 3,4] [--peers all|none|pytorch,...] [--threads N] [--seconds S]
                     [--min-rounds N] [--max-rounds N] [--image PATH] [--photos N] [--no-first-answer] [--avx2]
-                    [--no-interleaved] [--blocks N] [--passes N] [any pytest or pytest-benchmark option]
+                    [--no-interleaved] [--blocks N] [--passes N] [--busy] [any pytest or pytest-benchmark option]
 
 --avx2 runs the tiled stages a second time, in a process whose numba compiles for an AVX2 CPU (Haswell:
 no AVX-512), and reports that build's figures beside the native ones.
@@ -14,6 +14,9 @@ with run 0003. bench/README.md explains the options and the columns.
 After the rows, the fastest stage chosen is compared with the peers chosen once more, the rows taking turns in
 blocks in one process (bench/interleaved.py): the ratios that decide "faster or not" on a noisy machine.
 --blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out.
+
+--busy runs that comparison only, with one core kept busy by another process and the stage at 1 thread as one
+more row (bench/interleaved.py, bench/busy.py): is the stage still faster with all its threads than with one?
 """
 
 import argparse
@@ -73,22 +76,24 @@ def avx2_run(out: Path, stages: list[str], extra: list[str]) -> Path | None:
     return avx2_out / RAW_JSON if result.returncode == 0 else None
 
 
-def interleaved_run(out: Path, stages: str, blocks: int, passes: int, extra: list[str]) -> bool:
+def interleaved_run(out: Path, stages: str, blocks: int, passes: int, extra: list[str], busy: bool = False) -> bool:
     """bench.interleaved for the fastest of `stages` against the peers and with the threads and image that `extra`
-    gives the rows (bench/conftest.py's options), into out; False if it failed. Nothing to do without a stage or
-    a peer."""
+    gives the rows (bench/conftest.py's options), into out, with --busy if busy; False if it failed. Nothing to do
+    without a stage, or without a peer unless busy."""
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--peers", default=ALL)
     shared.add_argument("--threads")
     shared.add_argument("--image", default=str(DEFAULT_IMAGE))
     options, _ = shared.parse_known_args(extra)
     chosen, peers = select_stages(stages), select_peers(options.peers)
-    if not chosen or not peers:
+    if not chosen or not (peers or busy):
         return True
     command = [sys.executable, "-m", "bench.interleaved", "--stage", chosen[-1], "--peers", ",".join(peers),
                "--image", options.image, "--out", str(out), "--blocks", str(blocks), "--passes", str(passes)]
     command += ["--threads", options.threads] if options.threads else []
-    print(f"\n{chosen[-1]} against {', '.join(peers)} once more, taking turns in blocks", file=sys.stderr)
+    command += ["--busy"] if busy else []
+    print(f"\n{chosen[-1]} against {', '.join(peers) or 'itself at 1 thread'}, taking turns in blocks"
+          + (", one core kept busy" if busy else ""), file=sys.stderr)
     return subprocess.run(command).returncode == 0
 
 
@@ -102,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave out the fastest stage's interleaved comparison with the peers")
     parser.add_argument("--blocks", type=positive_int, default=BLOCKS, help="rounds of the interleaved comparison")
     parser.add_argument("--passes", type=positive_int, default=PASSES, help="its timed passes per block and row")
+    parser.add_argument("--busy", action="store_true",
+                        help="only the interleaved comparison, with one core kept busy and the stage at 1 thread too")
     args, extra = parser.parse_known_args(argv)
     try:
         avx2_stages = tiled_stages(args.stages) if args.avx2 else []
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.busy:
+        return int(not interleaved_run(out, args.stages, args.blocks, args.passes, extra, busy=True))
     for name in (RAW_JSON, INTERLEAVED_JSON):  # never report an earlier run's figures as this one's
         (out / name).unlink(missing_ok=True)
     code = pytest.main(pytest_args(out, ["--stages", args.stages, *extra]))

@@ -1,7 +1,7 @@
 """Comparisons that noise cannot decide: one stage against the peers, the rows taking turns in blocks.
 
     python -m bench.interleaved [--stage STAGE] [--peers all|pytorch,...] [--blocks N] [--passes N]
-                                [--threads N] [--image PATH] [--out DIR]
+                                [--threads N] [--image PATH] [--out DIR] [--busy]
 
 On a shared machine a row's median drifts by 20-40% from one minute to the next, so two rows measured one after
 the other differ as much by when they ran as by what they compute. Here every row is built in one process, and
@@ -14,9 +14,15 @@ quartiles 0.93-1.02 reads as "level", and 0.80-0.85 as "faster". Below 1, the st
 
 `make bench` runs it after the other rows (for the fastest stage, unless --no-interleaved) and writes its result
 to DIR/interleaved.json, which bench/report.py puts into the table's Markdown.
+
+--busy (`make bench ARGS=--busy`) measures the same with one core kept busy by another program
+(bench/busy.py), as on a learner's laptop, and adds the stage at 1 thread as a row: a parallel loop waits for
+its slowest thread, and the thread that shares the busy core is slow, so more threads can take longer than one.
+Written to DIR/busy.json.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +34,7 @@ from pathlib import Path
 import cpuinfo
 import numpy as np
 
+from bench.busy import busy_core
 from bench.report import MS_PER_S, RESULTS_DIR
 from bench.rows import DEFAULT_IMAGE, build, check_stage, select_peers
 from common.cli import positive_int
@@ -38,6 +45,7 @@ from common.stages import STAGES
 from common.weights import load_manifest
 
 INTERLEAVED_JSON = "interleaved.json"
+BUSY_JSON = "busy.json"
 BLOCKS = 16  # rounds: enough for quartiles of the ratios
 PASSES = 10  # timed forward passes per block
 QUARTILES = 4
@@ -59,48 +67,60 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": median, "q1": q1, "q3": q3, "min": min(values), "max": max(values)}
 
 
+def single_thread(stage: str) -> str:
+    return f"{stage}, 1 thread"
+
+
 def interleaved(stage: str, peers: list[str], image: np.ndarray, threads: int, blocks: int, passes: int,
-                log=sys.stderr) -> dict:
-    """{"rows": {row: [block ms, ...]}, "ratios": {peer: spread of stage block / peer block}} and the settings."""
+                one_thread_row: bool = False, log=sys.stderr) -> dict:
+    """{"rows": {row: [block ms, ...]}, "ratios": {row: spread of the stage's block / that row's block}} and the
+    settings; with one_thread_row, the stage at 1 thread is one more row (the same model: numba's thread count is
+    set before each block)."""
     import numba
 
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
     if "pytorch" in peers:
         import torch
 
         torch.set_num_threads(threads)
-    names = [stage, *peers]
     models, top1 = {}, {}
-    for name in names:
+    for name in [stage, *peers]:
         print(f"interleaved: building {name}", file=log, flush=True)
         models[name] = build(name, WEIGHTS_DIR, threads)
+        numba.set_num_threads(threads)
         top1[name] = int(np.argmax(models[name].forward(image)))  # the first pass compiles what compiles lazily
     if len(set(top1.values())) > 1:  # a fast wrong answer is not a result
         raise UserError(f"the rows disagree on the image's class: {top1}")
-    times = {name: [] for name in names}
+    rows = {stage: (models[stage], threads)}
+    if one_thread_row:
+        rows[single_thread(stage)] = (models[stage], 1)
+    rows |= {peer: (models[peer], threads) for peer in peers}
+    times = {name: [] for name in rows}
     for block in range(blocks):
-        for name in names:
-            times[name].append(block_ms(models[name], image, passes))
+        for name, (model, count) in rows.items():
+            numba.set_num_threads(count)
+            times[name].append(block_ms(model, image, passes))
         print(f"\rinterleaved: round {block + 1}/{blocks}", end="", file=log, flush=True)
     print(file=log)
-    ratios = {peer: spread([ours / theirs for ours, theirs in zip(times[stage], times[peer], strict=True)])
-              for peer in peers}
+    ratios = {name: spread([ours / theirs for ours, theirs in zip(times[stage], times[name], strict=True)])
+              for name in rows if name != stage}
     return {"stage": stage, "peers": peers, "blocks": blocks, "passes": passes, "threads": threads,
             "rows": times, "medians_ms": {name: statistics.median(t) for name, t in times.items()}, "ratios": ratios}
 
 
 def markdown(result: dict) -> str:
-    """The result as a Markdown table: each peer's ratio with its quartiles, and each row's median block."""
+    """The result as a Markdown table: each row's ratio with its quartiles, and each row's median block."""
     stage = result["stage"]
-    lines = [f"{stage} against each peer on {result['cpu']}, {result['datetime'][:10]}, interleaved in one process: "
-             f"{result['blocks']} rounds, each a block of "
+    busy = "with one core kept busy by another process, " if result.get("busy") else ""
+    lines = [f"{stage} against each row on {result['cpu']}, {result['datetime'][:10]}, {busy}interleaved in one "
+             f"process: {result['blocks']} rounds, each a block of "
              f"{result['passes']} timed passes per row after one untimed pass, {result['threads']} threads; "
-             f"{stage}'s block time over the peer's in the same round (below 1: {stage} takes less time)",
-             "", "| peer | median ratio | quartiles | min-max | peer median block ms | "
+             f"{stage}'s block time over the row's in the same round (below 1: {stage} takes less time)",
+             "", "| row | median ratio | quartiles | min-max | row's median block ms | "
              f"{stage} median block ms |", "|---|---:|---:|---:|---:|---:|"]
-    for peer, r in result["ratios"].items():
-        lines.append(f"| {peer} | {r['median']:.2f} | {r['q1']:.2f}-{r['q3']:.2f} | {r['min']:.2f}-{r['max']:.2f} | "
-                     f"{result['medians_ms'][peer]:.2f} | {result['medians_ms'][stage]:.2f} |")
+    for name, r in result["ratios"].items():
+        lines.append(f"| {name} | {r['median']:.2f} | {r['q1']:.2f}-{r['q3']:.2f} | {r['min']:.2f}-{r['max']:.2f} | "
+                     f"{result['medians_ms'][name]:.2f} | {result['medians_ms'][stage]:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -112,19 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=positive_int, default=PASSES)
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
-    parser.add_argument("--out", type=Path, help=f"write {INTERLEAVED_JSON} there (make bench: {RESULTS_DIR})")
+    parser.add_argument("--out", type=Path, help=f"write {INTERLEAVED_JSON} (or {BUSY_JSON}) there "
+                                                 f"(make bench: {RESULTS_DIR})")
+    parser.add_argument("--busy", action="store_true", help="with one core kept busy, and the stage at 1 thread")
     args = parser.parse_args(argv)
     peers = select_peers(args.peers)
-    if not peers:
+    if not peers and not args.busy:
         raise UserError("--peers: name at least one peer to compare with")
     image = load_image(args.image, load_manifest(WEIGHTS_DIR)["preprocessing"])
-    result = interleaved(args.stage, peers, image, args.threads, args.blocks, args.passes)
-    result |= {"datetime": datetime.now(UTC).isoformat(), "image": args.image.name,
+    with busy_core() if args.busy else contextlib.nullcontext() as core:
+        if core is not None:
+            print(f"interleaved: core {core} kept busy by process {os.getpid()}'s child", file=sys.stderr)
+        result = interleaved(args.stage, peers, image, args.threads, args.blocks, args.passes, args.busy)
+    result |= {"datetime": datetime.now(UTC).isoformat(), "image": args.image.name, "busy": args.busy,
                "cpu": cpuinfo.get_cpu_info().get("brand_raw", "unknown")}
     print(markdown(result))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / INTERLEAVED_JSON).write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / (BUSY_JSON if args.busy else INTERLEAVED_JSON)).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

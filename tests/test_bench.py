@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +120,29 @@ def test_first_answer_times_fresh_processes(row, kind):
 
     seconds = first_answer(row, kind, PICS_DIR / "cat.png", threads=1)
     assert set(seconds) == {"cold", "warm"} and all(s > 0 for s in seconds.values()), seconds
+
+
+def test_busy_core_spins_until_the_block_ends():
+    from bench.busy import busy_core
+
+    before = {p.name for p in Path("/proc").iterdir() if p.name.isdigit()}
+    with busy_core() as core:
+        children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and p.name not in before
+                    and f"PPid:\t{os.getpid()}\n" in (p / "status").read_text()]
+        assert len(children) == 1 and os.sched_getaffinity(children[0]) == {core}
+    assert not Path(f"/proc/{children[0]}").exists(), "the spinning child outlived the block"
+
+
+@pytest.mark.slow
+def test_bench_busy_compares_the_stage_with_itself_at_one_thread(tmp_path):
+    result = run("bench", "--busy", "--stages", FASTEST, "--peers", "none", "--blocks", str(BLOCKS), "--passes", "1",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    busy = json.loads((tmp_path / "busy.json").read_text())
+    one_thread = f"{FASTEST}, 1 thread"
+    assert busy["busy"] and list(busy["rows"]) == [FASTEST, one_thread] and list(busy["ratios"]) == [one_thread]
+    assert f"| {one_thread} | " in result.stdout
+    assert not (tmp_path / LATEST_JSON).exists(), "--busy runs the busy comparison only"
 
 
 def fake_benchmark(name: str, kind: str, seconds: list[float]) -> dict:
