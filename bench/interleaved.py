@@ -16,9 +16,11 @@ quartiles 0.93-1.02 reads as "level", and 0.80-0.85 as "faster". Below 1, the st
 to DIR/interleaved.json, which bench/report.py puts into the table's Markdown.
 
 --busy (`make bench ARGS=--busy`) measures the same with one core kept busy by another program
-(bench/busy.py), as on a learner's laptop, and adds the stage at 1 thread as a row: a parallel loop waits for
-its slowest thread, and the thread that shares the busy core is slow, so more threads can take longer than one.
-Written to DIR/busy.json.
+(bench/busy.py), as on a learner's laptop: a parallel loop waits for its slowest thread, and the thread that
+shares the busy core is slow, so more threads can take longer than one. The first row is then the stage at the
+thread count its command line chooses when nobody says `--threads` (one per core the other programs leave free,
+common/cpu_load.py), compared with the stage at all threads, at 1 thread and with the peers. Written to
+DIR/busy.json.
 """
 
 import argparse
@@ -38,6 +40,7 @@ from bench.busy import busy_core
 from bench.report import MS_PER_S, RESULTS_DIR
 from bench.rows import DEFAULT_IMAGE, build, check_stage, select_peers
 from common.cli import positive_int
+from common.cpu_load import OtherPrograms
 from common.errors import UserError, run_reporting_errors
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
@@ -67,15 +70,12 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": median, "q1": q1, "q3": q3, "min": min(values), "max": max(values)}
 
 
-def single_thread(stage: str) -> str:
-    return f"{stage}, 1 thread"
-
-
 def interleaved(stage: str, peers: list[str], image: np.ndarray, threads: int, blocks: int, passes: int,
-                one_thread_row: bool = False, log=sys.stderr) -> dict:
-    """{"rows": {row: [block ms, ...]}, "ratios": {row: spread of the stage's block / that row's block}} and the
-    settings; with one_thread_row, the stage at 1 thread is one more row (the same model: numba's thread count is
-    set before each block)."""
+                busy: bool = False, log=sys.stderr) -> dict:
+    """{"rows": {row: [block ms, ...]}, "ratios": {row: spread of the first row's block / that row's block}} and
+    the settings. The first row is the stage at `threads`; with busy, at the thread count its command line would
+    choose (common/cpu_load.py, measured while it builds), followed by the stage at `threads` and at 1 thread (the
+    same model: numba's thread count is set before each block)."""
     import numba
 
     threads = min(threads, numba.config.NUMBA_NUM_THREADS)
@@ -86,14 +86,17 @@ def interleaved(stage: str, peers: list[str], image: np.ndarray, threads: int, b
     models, top1 = {}, {}
     for name in [stage, *peers]:
         print(f"interleaved: building {name}", file=log, flush=True)
-        models[name] = build(name, WEIGHTS_DIR, threads)
+        with OtherPrograms() as others:
+            models[name] = build(name, WEIGHTS_DIR, threads)
+        if name == stage:
+            chosen = others.free_cores()
         numba.set_num_threads(threads)
         top1[name] = int(np.argmax(models[name].forward(image)))  # the first pass compiles what compiles lazily
     if len(set(top1.values())) > 1:  # a fast wrong answer is not a result
         raise UserError(f"the rows disagree on the image's class: {top1}")
-    rows = {stage: (models[stage], threads)}
-    if one_thread_row:
-        rows[single_thread(stage)] = (models[stage], 1)
+    counts = {f"{stage}, default ({plural(chosen)})": chosen, f"{stage}, {plural(threads)}": threads,
+              f"{stage}, 1 thread": 1} if busy else {stage: threads}
+    rows = {name: (models[stage], count) for name, count in counts.items()}
     rows |= {peer: (models[peer], threads) for peer in peers}
     times = {name: [] for name in rows}
     for block in range(blocks):
@@ -102,15 +105,20 @@ def interleaved(stage: str, peers: list[str], image: np.ndarray, threads: int, b
             times[name].append(block_ms(model, image, passes))
         print(f"\rinterleaved: round {block + 1}/{blocks}", end="", file=log, flush=True)
     print(file=log)
-    ratios = {name: spread([ours / theirs for ours, theirs in zip(times[stage], times[name], strict=True)])
-              for name in rows if name != stage}
-    return {"stage": stage, "peers": peers, "blocks": blocks, "passes": passes, "threads": threads,
+    first = next(iter(rows))
+    ratios = {name: spread([ours / theirs for ours, theirs in zip(times[first], times[name], strict=True)])
+              for name in rows if name != first}
+    return {"stage": stage, "first": first, "peers": peers, "blocks": blocks, "passes": passes, "threads": threads,
             "rows": times, "medians_ms": {name: statistics.median(t) for name, t in times.items()}, "ratios": ratios}
+
+
+def plural(threads: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}"
 
 
 def markdown(result: dict) -> str:
     """The result as a Markdown table: each row's ratio with its quartiles, and each row's median block."""
-    stage = result["stage"]
+    stage = result["first"]
     busy = "with one core kept busy by another process, " if result.get("busy") else ""
     lines = [f"{stage} against each row on {result['cpu']}, {result['datetime'][:10]}, {busy}interleaved in one "
              f"process: {result['blocks']} rounds, each a block of "

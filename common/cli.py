@@ -6,6 +6,8 @@ Without images it classifies pics/. Per image it prints the top-5 (class id, lab
 the median latency of the forward pass; with --json, one JSON object per image per line. A bad input
 is reported (an "error" line in --json) and the run goes on; the exit code is then 1. A photo whose
 decoder complained of damaged data it could still decode gets a warning line (a "warning" key in --json).
+A threaded stage uses one thread per core that other programs leave free (common/cpu_load.py), unless given
+--threads N.
 Missing or damaged weights stop the run with exit code 1. Usage errors exit with 2, as argparse does;
 Ctrl-C with 130, in one line. Photos are decoded one per core at a time between the forward passes
 (common/prefetch.py); the results come in the order the photos were given.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from common.cpu_load import OtherPrograms
 from common.errors import EXIT_FAILED, ImageError, run_reporting_errors, say
 from common.image import IMAGE_SUFFIXES, LOADERS, Photo, images_in, read_photo
 from common.labels import format_top5, top5
@@ -68,8 +71,9 @@ def parse_args(stage: str, argv: list[str] | None, threads: bool) -> argparse.Na
     parser.add_argument("--verify-weights", action="store_true",
                         help="check every weight file's sha256 against the manifest first")
     if threads:
-        parser.add_argument("--threads", type=positive_int, default=os.cpu_count(), metavar="N",
-                            help="threads for the parallel loops (default: all %(default)s cores)")
+        parser.add_argument("--threads", type=positive_int, metavar="N",
+                            help=f"threads for the parallel loops (default: one per core of {os.cpu_count()} that "
+                                 "other programs leave free, measured while the stage builds)")
     return parser.parse_args(argv)
 
 
@@ -110,10 +114,10 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
         import numba
 
         pool_size = numba.config.NUMBA_NUM_THREADS
-        if args.threads > pool_size:
+        if args.threads and args.threads > pool_size:
             say(f"note: --threads {args.threads}: numba's thread pool has {pool_size} threads "
                 f"(set NUMBA_NUM_THREADS to allow more); using {pool_size}")
-        numba.set_num_threads(min(args.threads, pool_size))
+        numba.set_num_threads(min(args.threads or pool_size, pool_size))
     manifest = load_manifest(args.weights)
     if args.verify_weights:
         say(f"verified the sha256 of {verify(args.weights)} weight files", file=status)
@@ -134,9 +138,12 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
             if remarks:
                 say(f"warning: {path}: damaged data, classified as far as it decodes (the decoder says: {remarks})")
             if model is None:
-                model, build_s = timed(make_model, args.weights)
+                with OtherPrograms() as others:
+                    model, build_s = timed(make_model, args.weights)
                 setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
                 choice = f"{model.choice}; " if hasattr(model, "choice") else ""  # what a stage chose for this CPU
+                if threads:
+                    choice += thread_choice(args.threads, others)
                 weights = f"{manifest['source']['package']} (ResNet-50 {manifest['variant']})"
                 say(f"{stage}: weights {weights}; {choice}{setup}", file=status)
                 if args.warmup:
@@ -152,6 +159,17 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
             else:
                 print(f"{path}: {latency:.1f} ms (median of {args.repeat})\n{format_top5(top)}", flush=True)
     return EXIT_FAILED if failed else 0
+
+
+def thread_choice(asked: int | None, others: OtherPrograms) -> str:
+    """Sets numba's thread count, unless `asked` set it already, to the cores `others` found free; says how many."""
+    import numba
+
+    if not asked:
+        numba.set_num_threads(min(others.free_cores(), numba.config.NUMBA_NUM_THREADS))
+    count = numba.get_num_threads()
+    busy = f" (other programs kept {others.busy_cores:.1f} of {len(others.cores)} cores busy)" if not asked else ""
+    return f"{count} thread{'s' if count > 1 else ''}{busy}; "
 
 
 def _read(item: Path | ImageError, preprocessing: dict, loader: str) -> Photo:
