@@ -1,0 +1,1 @@
+"""Generators of the course's pictures and tables."""
