@@ -34,7 +34,7 @@ STAGE := $(lastword $(STAGE_DIRS))
 endif
 ARGS ?=
 
-.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source basics digits clean clean-cache $(STAGE_GOALS)
+.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source basics digits pictures clean clean-cache $(STAGE_GOALS)
 
 help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
@@ -50,6 +50,7 @@ help:
 	@echo "make verify-weights          check every weight file's sha256"
 	@echo "make clean-cache             delete the compiled kernels and prepared weights kept in $(dir $(KERNEL_CACHE))"
 	@echo "make basics / make digits    classic vision by hand vs OpenCV; a small CNN trained on digits"
+	@echo "make pictures                draw the course's pictures again: the ResNet-50 chapter's and each stage's"
 
 # stageN is only a selector for the action that follows it (run, profile).
 $(STAGE_GOALS):
@@ -124,6 +125,12 @@ basics: $(DEV_STAMP)
 
 digits: $(DEV_STAMP)
 	$(DEV_PY) -m basics.digits -o out/digits
+
+# Generated from the project's own constants (course/): the ResNet-50 chapter's tables and pictures (stages/README.md,
+# stages/figures/) and each stage's picture.png.
+pictures: $(DEV_STAMP)
+	$(DEV_PY) -m course.network
+	$(DEV_PY) -m course.pictures
 
 clean:
 	rm -rf .pytest_cache .ruff_cache .benchmarks

@@ -1,43 +1,17 @@
-"""Stage 11, Winograd 4x4: stage 10, with bigger Winograd tiles where they fit. F(4x4, 3x3) computes each
-4x4 block of outputs from a 6x6 input patch with 36 multiplies per input channel, 2.25 per output where
-F(2x2, 3x3) needs 4 and a direct conv 9, and it reads and writes fewer transformed values per output.
-Its 4x4 tiles fit the 56x56 and 28x28 outputs of layers 1-2; layer 3 (14x14) keeps F(2x2)
-(`winograd_tile`). The transforms are generated from their matrices (`combination`), for either size.
+"""Stage 11, Winograd 4x4: F(4x4, 3x3) where its tiles fit, F(2x2, 3x3) where they do not.
 
-The rest is stage 10's: stage 9's register-tiled conv kernels, and Winograd's algorithm for the 3x3 convs
-of layers 1-3: F(2x2, 3x3) computes each 2x2 block of outputs with 16 multiplies per input channel
-instead of 36, the rest turned into additions (the WINOGRAD_* kernels).
+F(4x4, 3x3) computes each 4x4 block of outputs from a 6x6 input patch with 36 multiplies per input
+channel, 2.25 per output where F(2x2, 3x3) needs 4 and a direct conv 9, and it reads and writes fewer
+transformed values per output. Its matrices (WINOGRAD_B_T, WINOGRAD_G, WINOGRAD_A_T) come from the
+interpolation points 0, +-1, +-2 and infinity; G holds sixths and twenty-fourths, so it is applied in
+float64 when the weights are folded, and rounded once. `winograd_tile` picks the size for each 3x3 conv:
+F(4x4) for the 56x56 and 28x28 outputs of layers 1-2, F(2x2) for layer 3 (14x14 does not split into 4x4
+tiles), none for layer 4. The transforms are generated from the matrices (`combination`,
+`transform_source`), so the same templates serve both sizes.
 
-The rest is stage 9's: stage 8's register-tiled conv kernel, with its tiles shared out over the threads.
-
-Stage 8 split each conv over the threads by groups of BLOCK output channels, as stage 6 split it by output
-channels. The stem and the convs of layer 1 have 64 output channels, 2 groups: at most 2 threads work on
-them, whatever the number of cores. Here `prange` runs over all the tiles of a conv (channel group x row x
-column block): even the 7x7 layers have 7 x 16 = 112 of them, so every thread gets work. Each thread gets
-one contiguous range of tile numbers, and the numbering decides what it keeps in its core's cache:
-pixel-major where a conv's input is bigger than its weights (the stem, layers 1-2), so that a thread
-works on the part of the image it wrote in the layer before, still in its own L2 cache; group-major where
-the weights are bigger (layers 3-4), so that a thread's tiles share one group's weights.
-
-The tile kernel itself is stage 8's, unchanged:
-
-Stage 7's conv computes one output value at a time: a dot product over the kernel window, with a load
-of a weight and of an input for every multiply-add and a sum across the vector's lanes at the end. A
-core can do two 16-lane fused multiply-adds (FMA) per cycle but only two vector loads, so such a loop
-waits on loads. The kernel here computes a *tile* of outputs at once: ROWS output pixels of one row by
-BLOCK output channels (with AVX-512, 7 x 32 sums = 14 zmm registers). For every input channel of every
-kernel tap it loads BLOCK/LANES packed weight vectors and one input value per pixel (broadcast to all
-lanes) and does ROWS x BLOCK/LANES FMAs into the sums, which stay in registers until the tile is done:
-9 loads feed 14 FMAs. That is the micro-kernel every fast CPU library is built around. What it needs:
-- a tile that fits the CPU's vector registers, chosen from them at import (`channel_vectors`);
-- weights packed at load time as [group][kh][kw][ci][BLOCK] (one group = BLOCK output channels), so
-  the BLOCK weights a tile needs for one input channel are one contiguous run: whole vector loads;
-- no branches in the tile loop: the inputs of 3x3 convs and of the stem live in buffers with a zero
-  border, written once, instead of the padding tests of stage 7's kernel;
-- two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for Intel's AVX-512
-  CPUs prefers 256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not
-  its SLP vectorizer, the pass that turns the tile's unrolled sums into vector registers.
-Everything else, folded batch norm, fused output loop, generated source, buffers and pool, is stage 7's.
+Everything else is stage 10's: the three Winograd steps (input transform, products with the register
+tile, output transform) and, for every other conv, stage 9's tile-threaded direct conv kernel; folded
+batch norm, fused output loop, generated source, buffers and pool.
 """
 
 import contextlib

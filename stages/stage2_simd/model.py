@@ -6,7 +6,8 @@ Two changes against stage 1:
 - every innermost loop runs over contiguous memory: conv weights are transposed from OIHW to OHWI when
   loaded, so weight[co, kh, kw, :] lines up with the HWC input x[hi, wi, :]; max pool loops over
   channels innermost.
-Activations are HWC float32. Like stage 1, each layer loads its weights from weights/ when it runs,
+
+The rest is stage 1's: HWC float32 activations; each layer loads its weights from weights/ when it runs,
 inside the timed forward pass, and every op allocates its output.
 """
 

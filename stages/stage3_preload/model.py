@@ -3,7 +3,9 @@
 Stages 1 and 2 opened, read and checked 267 files (about 100 MB) inside every forward pass, and stage 2
 transposed each conv weight to OHWI there too. Here the pool, a dict from tensor name to array, is
 filled before the first inference, already in the layout the kernels want; the forward pass opens no
-file. The kernels are stage 2's: vectorized loops over HWC activations; every op still allocates its output.
+file.
+
+The kernels are stage 2's: vectorized loops over HWC activations; every op still allocates its output.
 """
 
 import math

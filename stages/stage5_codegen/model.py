@@ -10,7 +10,8 @@ outside the repository, a module per kernel and one for the forward pass that im
 (each kernel has an explicit signature); numba's on-disk cache (cache=True) lets a second run skip
 compilation. A file is generated again when its source or this generator changes, since its name holds a
 hash of both (common/codegen.py); the weights, transposed once, are kept beside it (common/prepared.py).
-Buffers and the weight pool are stage 4's; the loops inside the kernels are stage 4's.
+
+The buffers, the weight pool and the loops inside the kernels are stage 4's.
 '''
 
 import time

@@ -6,6 +6,7 @@ loop over output channels becomes numba's `prange` (with parallel=True): numba's
 thread a contiguous range of channels, covering all of them whatever the thread count (the C++ original
 dropped channels when the thread count did not divide them). `--threads N` sets the count; the default
 is every core. The other ops are memory-bound and cheap, and stay single-threaded.
+
 Everything else, generated source, buffers and pool, is stage 5's.
 '''
 

@@ -1,15 +1,18 @@
 '''Stage 7, fused: batch norm folded into the conv weights, and the conv's output loop finishes the job.
 
 Up to stage 6 every conv was followed by passes over its whole output in memory: batch norm, then ReLU,
-and after a bottleneck's last conv the residual add and another ReLU. 49 of the 53 convs write an
-activation that one to three more kernels read and write again. Batch norm at inference is an affine
-map per output channel, so it folds into the conv once, at load time:
+and after a bottleneck's last conv the residual add and another ReLU: each of the 53 convs writes an
+activation that one to three more kernels read and write again, 118 passes in all (53 batch norms, 49
+ReLUs, 16 adds). Batch norm at inference is an affine map per output channel, so it folds into the
+conv once, at load time:
     bn(conv(x)) = scale * (conv(x) - mean) + beta,  scale = gamma / sqrt(var + eps)
                 = conv with weights (weight * scale), + a bias (beta - mean * scale).
 What is left after the conv, the bias, the residual add and the ReLU, is done in the conv kernel on
 each sum before it is stored (constants in the generated kernel say which), so every activation is
 written once and read once. The network has 53 conv kernels to run and no other per-pixel passes but
-the max pool. Everything else, generated source, threads, buffers and pool, is stage 6's.
+the max pool.
+
+Everything else, generated source, threads, buffers and pool, is stage 6's.
 '''
 
 import time

@@ -16,8 +16,9 @@ lanes) and does ROWS x BLOCK/LANES FMAs into the sums, which stay in registers u
 - two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for Intel's AVX-512
   CPUs prefers 256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not
   its SLP vectorizer, the pass that turns the tile's unrolled sums into vector registers.
-Threads split each conv by groups of BLOCK output channels. The rest (folded batch norm, fused output
-loop, generated source, buffers, pool) is stage 7's.
+
+Threads split each conv by groups of BLOCK output channels, as stage 6 split it by output channels. The
+rest (folded batch norm, fused output loop, generated source, buffers, pool) is stage 7's.
 """
 
 import contextlib

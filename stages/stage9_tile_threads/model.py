@@ -4,30 +4,16 @@ Stage 8 split each conv over the threads by groups of BLOCK output channels, as 
 channels. The stem and the convs of layer 1 have 64 output channels, 2 groups: at most 2 threads work on
 them, whatever the number of cores. Here `prange` runs over all the tiles of a conv (channel group x row x
 column block): even the 7x7 layers have 7 x 16 = 112 of them, so every thread gets work. Each thread gets
-one contiguous range of tile numbers, and the numbering decides what it keeps in its core's cache:
-pixel-major where a conv's input is bigger than its weights (the stem, layers 1-2), so that a thread
-works on the part of the image it wrote in the layer before, still in its own L2 cache; group-major where
-the weights are bigger (layers 3-4), so that a thread's tiles share one group's weights.
+one contiguous range of tile numbers, and the numbering, chosen for each conv when the source is generated
+(`pixels_first`: is the conv's input bigger than its weights?), decides what it keeps in its core's cache:
+pixel-major where the input is bigger (with the v1 weights: the stem, layer 1, the 1x1 convs of layer 2 and
+layer3.0.conv1), so that a thread works on the part of the image it wrote in the layer before, still in its
+own L2 cache; group-major where the weights are bigger (layer 2's 3x3 convs and the rest of layers 3-4), so
+that a thread's tiles share one group's weights.
 
-The tile kernel itself is stage 8's, unchanged:
-
-Stage 7's conv computes one output value at a time: a dot product over the kernel window, with a load
-of a weight and of an input for every multiply-add and a sum across the vector's lanes at the end. A
-core can do two 16-lane fused multiply-adds (FMA) per cycle but only two vector loads, so such a loop
-waits on loads. The kernel here computes a *tile* of outputs at once: ROWS output pixels of one row by
-BLOCK output channels (with AVX-512, 7 x 32 sums = 14 zmm registers). For every input channel of every
-kernel tap it loads BLOCK/LANES packed weight vectors and one input value per pixel (broadcast to all
-lanes) and does ROWS x BLOCK/LANES FMAs into the sums, which stay in registers until the tile is done:
-9 loads feed 14 FMAs. That is the micro-kernel every fast CPU library is built around. What it needs:
-- a tile that fits the CPU's vector registers, chosen from them at import (`channel_vectors`);
-- weights packed at load time as [group][kh][kw][ci][BLOCK] (one group = BLOCK output channels), so
-  the BLOCK weights a tile needs for one input channel are one contiguous run: whole vector loads;
-- no branches in the tile loop: the inputs of 3x3 convs and of the stem live in buffers with a zero
-  border, written once, instead of the padding tests of stage 7's kernel;
-- two compiler settings (see `wide_vectors` and `tile_vectorizer`): LLVM's tuning for Intel's AVX-512
-  CPUs prefers 256-bit vectors, which halves the FMA rate, and numba runs LLVM's loop vectorizer but not
-  its SLP vectorizer, the pass that turns the tile's unrolled sums into vector registers.
-Everything else, folded batch norm, fused output loop, generated source, buffers and pool, is stage 7's.
+Everything else is stage 8's, unchanged: the tile body (ROWS x BLOCK sums in vector registers, packed
+weights, zero-bordered inputs, the intrinsics and vectorizer settings its docstring explains), and what
+stage 8 inherited: folded batch norm, fused output loop, generated source, buffers and pool.
 """
 
 import contextlib
