@@ -3,30 +3,72 @@
     python -m bench.readme [LATEST_JSON]        (default: bench/results/latest.json)
 
 Fills the marked places, each an HTML comment that stays in the file, followed by the text it owns up to
-the closing `<!-- /bench -->`:
+the closing `<!-- /bench -->`. Block markers end their line, and own whole lines up to the closing one:
 - `<!-- bench:machine -->`: the machine, software and measured FMA peak of the run;
 - `<!-- bench:measured STAGE -->`: that stage's latency against the stage before it and the peers, its
   share of the FMA peak, its time to first answer and, where it was run, its AVX2 build;
-- `<!-- bench:table -->`: the run's whole table (bench/results/latest.md);
+- `<!-- bench:table -->`: the run's whole table (bench/results/latest.md), its links made relative to the
+  README it lands in;
 - `<!-- bench:stages -->`: the last column (latency) of the README's table of stages.
-Text outside the markers is left alone; a marker naming a stage the run does not have is an error.
+
+Inline markers own a figure inside a sentence, on one line, e.g.
+`Stage 8 is <!-- bench:speedup stage8_tiled/stage7_fused -->6.43×<!-- /bench --> faster than stage 7`.
+ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, openvino).
+- `<!-- bench:speedup FAST/SLOW -->`: how many times faster row FAST is than row SLOW, SLOW's median over
+  FAST's, as the table writes ratios (`6.43×`);
+- `<!-- bench:timeover ROW/OTHER -->`: ROW's median over OTHER's, i.e. ROW's time in OTHER's (`0.54×`);
+- `<!-- bench:peak ROW -->`: ROW's share of the measured FMA peak (`84%`); the Winograd stages are credited
+  with the direct convolution's multiply-adds, as in the table;
+- `<!-- bench:ms ROW -->`: ROW's median latency with its unit (`17.65 ms`);
+- `<!-- bench:value ROW/FIELD -->`: any figure of the row in latest.json that the table has a column for,
+  formatted as there (`stage11_winograd4/avx2_median_ms` -> `37.72`, `.../avx2_peak_share` -> `80%`);
+- `<!-- bench:fmapeak -->`, `<!-- bench:fmapeak avx2 -->`: the FMA peak measured in the run, or in its AVX2
+  build's run (`522 GFLOP/s`);
+- `<!-- bench:ladder STAGE/CLASS -->`, `<!-- bench:ladderms STAGE/CLASS -->`: from the traced run of
+  `python -m course.ladder` (bench/results/ladder.json, beside latest.json), the share of STAGE's pass that
+  went to a class of op (stem, 1x1, 3x3, pool, fc, other, outside: course/ladder.py's CLASSES), or its ms;
+  `<!-- bench:ladderms STAGE -->`: that pass's wall time.
+Text outside the markers is left alone, and so is a marker quoted in a code span, right after a backtick;
+a marker naming a row or field the run does not have is an error.
+`filled(path, sources)` returns a README's text as this command would write it (tests/test_docs.py).
 """
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
-from bench.report import LATEST_JSON, LATEST_MD, RESULTS_DIR, fmt
+from bench.report import AVX2_COLUMNS, COLUMNS, LATEST_JSON, LATEST_MD, RESULTS_DIR, fmt
 from common.errors import UserError
 from common.paths import REPO
+from course.ladder import LADDER_JSON
 
-MARKER = re.compile(r"(<!-- bench:(\w+)(?: (\S+))? -->\n)(.*?)(<!-- /bench -->)", re.S)
-STAGE_ROW = re.compile(r"^(\| \[(stage\d+_\w+)\]\([^)]*\) \| .*? \| )[^|]*( \|)$", re.M)
-PEER_ROW = re.compile(r"^(\| \*(\w+)\* \(peer\) \| .*? \| )[^|]*( \|)$", re.M)
+# An opening comment, then the owned text up to the closing one: block markers end their line (group 4 is
+# the newline), inline markers are followed by their figure on the same line. One right after a backtick is
+# quoted in a code span (bench/README.md lists them), not a marker.
+MARKER = re.compile(r"((?<!`)<!-- bench:(\w+)(?: (\S+))? -->(\n?))(.*?)(<!-- /bench -->)", re.S)
+BLOCK_KINDS = ("machine", "measured", "table", "stages")
+# A table row of the top README's stages or peers; group 3 is its last cell's text (the latency), maybe empty.
+STAGE_ROW = re.compile(r"^(\| \[(stage\d+_\w+)\]\([^)\n]*\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
+PEER_ROW = re.compile(r"^(\| \*(\w+)\* \(peer\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
+# A Markdown link or image whose target is a path (not a web address, an anchor or an absolute path).
+RELATIVE_LINK = re.compile(r"(\]\()(?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)(\))")
 TORCH, OPENVINO = "pytorch", "openvino"
+AVX2 = "avx2"
 READMES = ("README.md", "stages/*/README.md", "bench/README.md")
+FORMATS = {key: kind for key, _, kind in COLUMNS + AVX2_COLUMNS}  # latest.json's row fields -> fmt kinds
+
+
+class Sources(NamedTuple):
+    """What the markers are filled from: a bench run's latest.json and latest.md, and the ladder's traced run
+    (None where ladder.json is missing: then a ladder marker is an error)."""
+
+    summary: dict
+    table: str
+    ladder: dict | None
 
 
 def machine_text(summary: dict) -> str:
@@ -86,27 +128,122 @@ def stage_latencies(text: str, summary: dict) -> str:
         if rows[name]["kind"] == "stage" and index:
             before = rows[stages[index - 1]]["median_ms"]
             cell += f", {fmt(before / rows[name]['median_ms'], 'x')} the previous stage's speed"
-        return f"{match.group(1)}{cell}{match.group(3)}"
+        return f"{match.group(1)} {cell} {match.group(4)}"
 
     return PEER_ROW.sub(latency, STAGE_ROW.sub(latency, text))
 
 
-def fill(text: str, summary: dict, table: str) -> str:
+def relocated(table: str, readme: Path) -> str:
+    """latest.md's text with its relative links and images pointing from the README's folder instead."""
+
+    def move(match: re.Match) -> str:
+        target = Path(os.path.relpath(RESULTS_DIR / match.group(2), readme.parent)).as_posix()
+        return f"{match.group(1)}{target}{match.group(3)}"
+
+    return RELATIVE_LINK.sub(move, table)
+
+
+def row_of(summary: dict, name: str) -> dict:
+    row = next((r for r in summary["rows"] if r["name"] == name), None)
+    if row is None:
+        raise UserError(f"the bench run of {summary['datetime']} has no row {name}; run `make bench` first")
+    return row
+
+
+def pair(summary: dict, kind: str, arg: str | None) -> tuple[dict, dict]:
+    """The two rows of a `bench:KIND A/B` marker."""
+    names = (arg or "").split("/")
+    if len(names) != 2:
+        raise UserError(f"bench:{kind} takes two rows, ROW/OTHER, not {arg!r}")
+    return row_of(summary, names[0]), row_of(summary, names[1])
+
+
+def ladder_figure(ladder: dict | None, kind: str, arg: str | None) -> str:
+    """A figure of the ladder's traced run: a class's share of a stage's pass, or its ms."""
+    stage, _, name = (arg or "").partition("/")
+    if ladder is None or stage not in ladder["stages"]:
+        raise UserError(f"bench:{kind} {arg}: bench/results/{LADDER_JSON} has no stage {stage!r}; "
+                        f"run `python -m course.ladder`")
+    traced = ladder["stages"][stage]
+    if kind == "ladderms" and not name:
+        return f"{fmt(traced['wall_ms'], 'ms')} ms"
+    if name not in traced["ms"]:
+        raise UserError(f"bench:{kind} {arg}: no class {name!r}; the classes are {', '.join(traced['ms'])}")
+    if kind == "ladderms":
+        return f"{fmt(traced['ms'][name], 'ms')} ms"
+    return fmt(traced["ms"][name] / sum(traced["ms"].values()), "percent")
+
+
+def figure(sources: Sources, kind: str, arg: str | None) -> str:
+    """The figure an inline marker owns."""
+    summary = sources.summary
+    if kind in ("ladder", "ladderms"):
+        return ladder_figure(sources.ladder, kind, arg)
+    if kind == "speedup":
+        fast, slow = pair(summary, kind, arg)
+        return fmt(slow["median_ms"] / fast["median_ms"], "x")
+    if kind == "timeover":
+        row, other = pair(summary, kind, arg)
+        return fmt(row["median_ms"] / other["median_ms"], "x")
+    if kind == "peak":
+        return fmt(row_of(summary, arg)["peak_share"], "percent")
+    if kind == "ms":
+        return f"{fmt(row_of(summary, arg)['median_ms'], 'ms')} ms"
+    if kind == "value":
+        name, _, field = (arg or "").partition("/")
+        if field not in FORMATS:
+            raise UserError(f"bench:value {arg}: {field!r} is not a field of the table ({', '.join(FORMATS)})")
+        return fmt(row_of(summary, name).get(field), FORMATS[field])
+    if kind == "fmapeak":
+        machine = summary["avx2_machine"] if arg == AVX2 else summary["machine"]
+        if arg not in (None, AVX2) or machine is None or machine.get("peak_gflops") is None:
+            raise UserError(f"bench:fmapeak {arg or ''}: the bench run of {summary['datetime']} has no such peak "
+                            f"(the argument is empty or {AVX2}; an AVX2 peak needs `make bench ARGS=--avx2`)")
+        return f"{machine['peak_gflops']:.0f} GFLOP/s"
+    raise UserError(f"unknown README marker bench:{kind}")
+
+
+def fill(text: str, sources: Sources, readme: Path) -> str:
+    """The text with every marked place filled; readme is where the text lives (for links)."""
+
     def replace(match: re.Match) -> str:
-        kind, arg = match.group(2), match.group(3)
+        opening, kind, arg, newline, old, closing = match.groups()
+        if (kind in BLOCK_KINDS) != bool(newline):
+            raise UserError(f"{readme.name}: bench:{kind} " + ("must end its line" if kind in BLOCK_KINDS
+                            else "is an inline marker: its figure follows on the same line"))
         if kind == "machine":
-            body = machine_text(summary)
+            body = machine_text(sources.summary)
         elif kind == "measured":
-            body = measured_text(summary, arg)
+            body = measured_text(sources.summary, arg)
         elif kind == "table":
-            body = table
+            body = relocated(sources.table, readme)
         elif kind == "stages":
-            body = stage_latencies(match.group(4), summary)
+            body = stage_latencies(old, sources.summary)
         else:
-            raise UserError(f"unknown README marker bench:{kind}")
-        return f"{match.group(1)}{body}{match.group(5)}"
+            if "\n" in old:
+                raise UserError(f"{readme.name}: the inline marker bench:{kind} {arg or ''} is not closed on its "
+                                f"line by <!-- /bench -->")
+            body = figure(sources, kind, arg)
+        return f"{opening}{body}{closing}"
 
     return MARKER.sub(replace, text)
+
+
+def readmes() -> list[Path]:
+    """The READMEs that hold marked places."""
+    return [path for pattern in READMES for path in sorted(REPO.glob(pattern))]
+
+
+def load(latest: Path) -> Sources:
+    """A run's latest.json and latest.md, and the ladder.json beside them if there is one."""
+    ladder = latest.parent / LADDER_JSON
+    return Sources(json.loads(latest.read_text()), (latest.parent / LATEST_MD).read_text(),
+                   json.loads(ladder.read_text()) if ladder.is_file() else None)
+
+
+def filled(path: Path, sources: Sources) -> str:
+    """A README's text as `python -m bench.readme` would write it."""
+    return fill(path.read_text(), sources, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,15 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("latest", nargs="?", type=Path, default=RESULTS_DIR / LATEST_JSON)
     args = parser.parse_args(argv)
     try:
-        summary = json.loads(args.latest.read_text())
-        table = (args.latest.parent / LATEST_MD).read_text()
-        for pattern in READMES:
-            for path in sorted(REPO.glob(pattern)):
-                text = path.read_text()
-                filled = fill(text, summary, table)
-                if filled != text:
-                    path.write_text(filled)
-                    print(f"updated {path.relative_to(REPO)}")
+        sources = load(args.latest)
+        for path in readmes():
+            text = path.read_text()
+            new = fill(text, sources, path)
+            if new != text:
+                path.write_text(new)
+                print(f"updated {path.relative_to(REPO)}")
     except (OSError, ValueError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
