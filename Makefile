@@ -41,7 +41,7 @@ help:
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
 	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
 	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage (or N)"
-	@echo "make stageN profile          per-layer time table of stage N"
+	@echo "make stageN profile          per-layer time table of stage N (ARGS=--vs openvino: beside OpenVINO's nodes)"
 	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
 	@echo "make stage5 source           the path of stage 5's generated forward pass"
 	@echo "make test                    ruff + pytest (installs torch for the reference)"

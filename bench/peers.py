@@ -93,13 +93,16 @@ class OnnxRuntimePeer:
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: to_nchw_batch(image_hwc)})[0][0]
 
 
+# float32 like everyone else: on CPUs with bf16 units OpenVINO would otherwise compute in bf16.
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+
+
 class OpenVinoPeer:
     def __init__(self, weights_dir: Path, threads: int):
         import openvino
 
         path = onnx_model(weights_dir)
-        # float32 like everyone else: on CPUs with bf16 units OpenVINO would otherwise compute in bf16.
-        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads}
         start = time.perf_counter()
         self.request = openvino.Core().compile_model(path, "CPU", config).create_infer_request()
         self.timings = {"compile": time.perf_counter() - start}

@@ -1,12 +1,13 @@
 """`make stageN profile`: where one stage's forward pass spends its time, layer by layer.
 
-    python -m bench.profile STAGE [--image PATH] [--threads N] [--runs N]
+    python -m bench.profile STAGE [--image PATH] [--threads N] [--runs N] [--vs openvino]
 
 Every call from Python into a numba kernel during a profiled forward pass is timed and given to the layer
 it computes, in forward order, by common.trace (the same tracing that explain/ uses to capture activations;
 its docstring says how calls are placed). A kernel it cannot place stops the profile with an error instead
 of a guess. Time outside the kernels (Python, and for stages 1-2 weight loading) is its own row. Nothing in
-the stage folders is changed.
+the stage folders is changed. `--vs openvino` then sets OpenVINO's own per-node times beside ours, layer by
+layer, with the kernel it ran for each (bench/openvino_profile.py).
 """
 
 import argparse
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import openvino_profile
 from bench.report import FLOPS_PER_MAC, GIGA, MS_PER_S
 from bench.rows import DEFAULT_IMAGE, check_stage, rounds_for
 from common.architecture import resnet50
@@ -93,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="numba threads (default: all cores)")
     parser.add_argument("--runs", type=positive_int,
                         help="profiled forward passes (default: as many as fit in a few seconds)")
+    parser.add_argument("--vs", metavar="LIBRARY", help=f"also profile LIBRARY's own nodes beside ours, "
+                        f"on as many threads (only: {openvino_profile.LIBRARY})")
     args = parser.parse_args(argv)
     import numba
 
     try:
+        if args.vs not in (None, openvino_profile.LIBRARY):
+            raise UserError(f"--vs {args.vs}: only {openvino_profile.LIBRARY} can be profiled beside ours")
         stage = check_stage(args.stage)
         if args.threads > numba.config.NUMBA_NUM_THREADS:
             raise UserError(f"--threads {args.threads}: at most {numba.config.NUMBA_NUM_THREADS} "
@@ -105,12 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load_manifest(WEIGHTS_DIR)
         image = load_image(args.image, manifest["preprocessing"])
         result = profile(stage, image, manifest["variant"], args.runs)
+        theirs = (openvino_profile.profile(WEIGHTS_DIR, image, args.threads, result["runs"], result["layers"])
+                  if args.vs else None)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{stage}: per-layer time, mean of {result['runs']} profiled forward pass(es) on {args.image.name}, "
           f"{args.threads} thread(s); ResNet-50 {manifest['variant']}")
     print(table(result))
+    if theirs:
+        print()
+        print(openvino_profile.table(result, theirs))
     return 0
 
 
