@@ -22,7 +22,7 @@ from bench import openvino_profile
 from bench.report import FLOPS_PER_MAC, GIGA, MS_PER_S
 from bench.rows import DEFAULT_IMAGE, check_stage, rounds_for
 from common.architecture import resnet50
-from common.cli import positive_int
+from common.cli import positive_int, set_threads
 from common.errors import UserError
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
@@ -98,16 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vs", metavar="LIBRARY", help=f"also profile LIBRARY's own nodes beside ours, "
                         f"on as many threads (only: {openvino_profile.LIBRARY})")
     args = parser.parse_args(argv)
-    import numba
-
     try:
         if args.vs not in (None, openvino_profile.LIBRARY):
             raise UserError(f"--vs {args.vs}: only {openvino_profile.LIBRARY} can be profiled beside ours")
         stage = check_stage(args.stage)
-        if args.threads > numba.config.NUMBA_NUM_THREADS:
-            raise UserError(f"--threads {args.threads}: at most {numba.config.NUMBA_NUM_THREADS} "
-                            f"(numba's NUMBA_NUM_THREADS)")
-        numba.set_num_threads(args.threads)
+        set_threads(args.threads)
         manifest = load_manifest(WEIGHTS_DIR)
         image = load_image(args.image, manifest["preprocessing"])
         result = profile(stage, image, manifest["variant"], args.runs)

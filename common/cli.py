@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from common.cpu_load import OtherPrograms
-from common.errors import EXIT_FAILED, ImageError, run_reporting_errors, say
+from common.errors import EXIT_FAILED, ImageError, UserError, run_reporting_errors, say
 from common.image import IMAGE_SUFFIXES, LOADERS, Photo, images_in, read_photo
 from common.labels import format_top5, top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
@@ -75,6 +75,15 @@ def parse_args(stage: str, argv: list[str] | None, threads: bool) -> argparse.Na
                             help=f"threads for the parallel loops (default: one per core of {os.cpu_count()} that "
                                  "other programs leave free, measured while the stage builds)")
     return parser.parse_args(argv)
+
+
+def set_threads(count: int) -> None:
+    """numba's thread count for the parallel loops, as `--threads N` asks; a UserError beyond numba's pool."""
+    import numba
+
+    if count > numba.config.NUMBA_NUM_THREADS:
+        raise UserError(f"--threads {count}: at most {numba.config.NUMBA_NUM_THREADS} (numba's NUMBA_NUM_THREADS)")
+    numba.set_num_threads(count)
 
 
 def expand(paths: list[Path]) -> list[Path | ImageError]:

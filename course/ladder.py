@@ -32,7 +32,7 @@ import numpy as np
 from bench.report import MS_PER_S, PERCENT, RESULTS_DIR
 from bench.rows import DEFAULT_IMAGE, rounds_for, select_stages
 from common.architecture import resnet50
-from common.cli import positive_int
+from common.cli import positive_int, set_threads
 from common.errors import UserError
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
@@ -216,14 +216,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"wrote {args.out / LADDER_PNG}")
         return 0
-    import numba
-
     try:
         stages = select_stages(args.stages)
-        if args.threads > numba.config.NUMBA_NUM_THREADS:
-            raise UserError(f"--threads {args.threads}: at most {numba.config.NUMBA_NUM_THREADS} "
-                            f"(numba's NUMBA_NUM_THREADS)")
-        numba.set_num_threads(args.threads)
+        set_threads(args.threads)
         manifest = load_manifest(WEIGHTS_DIR)
         image = load_image(args.image, manifest["preprocessing"])
         result = {"datetime": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
