@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from common.architecture import ResNet50, resnet50, tensor_shapes
-from common.errors import UserError
+from common.errors import UserError, run_reporting_errors
 from common.export_weights import KERAS_BN_EPS
 from common.paths import REPO
 from common.stages import STAGES, find_stage, stage_module, stage_number
@@ -107,6 +107,11 @@ class Sheet:
         lines = textwrap.wrap(title, TITLE_CHARACTERS)
         self.text(MARGIN, self.y, "\n".join(lines), size=TITLE_FONT, weight="bold", va="top")
         self.y -= TITLE_FONT * (1.25 * len(lines) + 0.35) / POINTS_PER_UNIT
+
+    def caption(self, s):
+        """A wrapped paragraph below what is drawn so far, which ends the drawing."""
+        self.text(MARGIN, self.y, s, va="top", wrap=True)
+        self.y -= 2 * GAP
 
     def text(self, x, y, s, size=FONT, **kwargs):
         kwargs.setdefault("va", "center")
@@ -300,11 +305,10 @@ def stage1(stage, sheet: Sheet):
             sheet.arrow(((a + 0.5) * w + MARGIN, sheet.y - h - 0.2), ((b + 0.5) * w + MARGIN, sheet.y - h - 0.2),
                         connectionstyle="arc3,rad=0.25" if stride > 1 else "arc3,rad=0.6")
         sheet.y -= h + GAP + 1.5
-    sheet.text(MARGIN, sheet.y, f"Example: {conv.name}, {conv.kernel}x{conv.kernel}, {conv.in_channels} -> "
+    sheet.caption(f"Example: {conv.name}, {conv.kernel}x{conv.kernel}, {conv.in_channels} -> "
                f"{conv.out_channels} channels on {conv.in_size}x{conv.in_size}. With co outermost, the loops walk the "
                f"whole {conv.in_size}x{conv.in_size}x{conv.in_channels} input once per output channel, "
-               f"{conv.out_channels} times.", va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               f"{conv.out_channels} times.")
 
 
 def stage2(stage, sheet: Sheet):
@@ -353,10 +357,9 @@ def stage2(stage, sheet: Sheet):
     sheet.text(acc_x + acc_w + 1, acc_y - h / 2, f"one vector register of {lanes} sums\n"
                f"({bits}-bit registers on this CPU: common/target.py)", size=SMALL)
     sheet.y = acc_y - h - 1.5
-    sheet.text(MARGIN, sheet.y, f"Per (kh, kw): {vectors} vector FMAs of {lanes} multiply-adds each instead of {n} "
+    sheet.caption(f"Per (kh, kw): {vectors} vector FMAs of {lanes} multiply-adds each instead of {n} "
                f"scalar ones, then the {lanes} lanes are added into out[ho, wo, co]. Which width LLVM picks for this "
-               f"loop (it may use half-width vectors) is what `make stage2 asm` shows.", va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               f"loop (it may use half-width vectors) is what `make stage2 asm` shows.")
 
 
 def stage3(stage, sheet: Sheet):
@@ -397,10 +400,9 @@ def stage3(stage, sheet: Sheet):
     sheet.arrow((MARGIN + 12, sheet.y), (SPAN - MARGIN, sheet.y))
     sheet.text(SPAN - MARGIN, sheet.y - 1.2, "time (not to scale)", size=SMALL, ha="right", va="top")
     sheet.y -= 3.5
-    sheet.text(MARGIN, sheet.y, f"Orange: reading weights ({files} .npy files, {megabytes:.0f} MB, and stage 2's "
+    sheet.caption(f"Orange: reading weights ({files} .npy files, {megabytes:.0f} MB, and stage 2's "
                f"transposes); blue: computing. From stage {stage_number(stage)} on the forward pass opens no file: "
-               f"pool['{conv.name}.weight'] is already a ({o}, {kh}, {kw}, {i}) OHWI array.", va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               f"pool['{conv.name}.weight'] is already a ({o}, {kh}, {kw}, {i}) OHWI array.")
 
 
 def stage4(stage, sheet: Sheet):
@@ -455,11 +457,9 @@ def stage4(stage, sheet: Sheet):
     for b in range(module.NUM_BUFFERS):
         sheet.text(MARGIN, sheet.y - (b + 0.5) * h, f"buffer {b}", size=SMALL)
     sheet.y -= module.NUM_BUFFERS * h + 1.5
-    sheet.text(MARGIN, sheet.y, "A block needs its input (kept for the shortcut), two intermediates and its output at "
+    sheet.caption("A block needs its input (kept for the shortcut), two intermediates and its output at "
                "once; the residual add and ReLU run in place in conv3's buffer, the next block's input: the roles "
-               "rotate from block to block. No array is allocated while the network runs.",
-               va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               "rotate from block to block. No array is allocated while the network runs.")
 
 
 def stage5(stage, sheet: Sheet):
@@ -532,12 +532,10 @@ def stage6(stage, sheet: Sheet):
                        color="#d62728")
         sheet.y -= h + 1.2
     sheet.y -= 0.8
-    sheet.text(MARGIN, sheet.y, f"numba splits the range into one contiguous chunk per thread and covers every channel "
+    sheet.caption(f"numba splits the range into one contiguous chunk per thread and covers every channel "
                f"(with {max(THREADS_DRAWN)} threads, {channels} = "
                f"{' + '.join(str(len(p)) for p in np.array_split(np.arange(channels), max(THREADS_DRAWN)))}); the "
-               f"C++ original gave each thread {channels} // {dropped_threads} = {each} and dropped the rest.",
-               va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               f"C++ original gave each thread {channels} // {dropped_threads} = {each} and dropped the rest.")
 
 
 def block_steps(plan: Plan, block, fused: bool) -> list[str]:
@@ -591,12 +589,10 @@ def stage7(stage, sheet: Sheet):
                 sheet.arrow((x0 + i * w - 1.2, sheet.y - h / 2), (x0 + i * w + 0.4, sheet.y - h / 2))
         sheet.y -= h + 1.8
     calls_before, calls = len(before.kernel_calls()), len(plan.kernel_calls())
-    sheet.text(MARGIN, sheet.y, f"The kernel calls of block {block.name}, in the order they run; each reads and writes "
+    sheet.caption(f"The kernel calls of block {block.name}, in the order they run; each reads and writes "
                f"whole activations in memory. In the whole network {calls_before} kernel calls became {calls}: "
                f"{calls_before - calls} passes over activations are gone. The shortcut "
-               f"({short(block.downsample.name)}) now runs before conv3, which adds it as it stores its sums.",
-               va="top", wrap=True)
-    sheet.y -= 2 * GAP
+               f"({short(block.downsample.name)}) now runs before conv3, which adds it as it stores its sums.")
 
 
 def tile_registers(sheet: Sheet, module, conv):
@@ -973,14 +969,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="folder to draw into (default: each stage's own folder)")
     parser.add_argument("--dpi", type=int, default=DPI)
     args = parser.parse_args(argv)
-    try:
-        stages = [find_stage(s) for s in args.stages] or STAGES
-        for stage in stages:
+
+    def draw_all() -> int:
+        for stage in [find_stage(s) for s in args.stages] or STAGES:
             print(draw(stage, args.out / stage if args.out else None, args.dpi))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_reporting_errors(draw_all)
 
 
 if __name__ == "__main__":
