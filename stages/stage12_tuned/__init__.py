@@ -1,0 +1,1 @@
+"""Stage 12, tuned: each layer shape gets the register tile that ran fastest on this CPU, timed at the first run."""
