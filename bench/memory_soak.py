@@ -22,7 +22,7 @@ from common.image import images_in, load_image
 from common.labels import top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.prefetch import decoded_in_batches
-from common.stages import STAGES, find_stage, stage_module
+from common.stages import FASTEST, find_stage, stage_module
 from common.weights import load_manifest
 
 WARM = 20
@@ -57,7 +57,7 @@ def soak(stage: str, images: int, folder: Path = PICS_DIR, weights_dir=WEIGHTS_D
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory_soak", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", default=STAGES[-1],
+    parser.add_argument("--stage", default=FASTEST,
                         help="stage number or name (default: the fastest, %(default)s)")
     parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, metavar="N",
                         help=f"photos to classify, more than {WARM} (default: %(default)s)")

@@ -31,9 +31,8 @@ from common.cli import DECODERS
 from common.image import normalize, opencv_rgb_crop, pillow_rgb_crop
 from common.paths import REPO, WEIGHTS_DIR
 from common.reference import Reference
-from common.stages import STAGES
+from common.stages import FASTEST
 
-FASTEST = STAGES[-1]
 PASSES = 3
 CROPS = {"pillow": pillow_rgb_crop, "opencv": opencv_rgb_crop}
 TIMEOUT_S = 600

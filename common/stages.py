@@ -1,4 +1,9 @@
-"""The stages that exist: every folder stages/stageN_idea with a model.py, in order."""
+"""The stages that exist: every folder stages/stageN_idea with a model.py, in order, and the precision each computes in.
+
+The stages after the fastest float32 one compute in reduced precision (stage13_int8): their answers differ a
+little from the reference's, so `make run`, `make explain` and the float32 comparisons take FASTEST, the last
+float32 stage, not the last stage.
+"""
 
 import importlib
 
@@ -12,6 +17,17 @@ def stage_number(stage: str) -> int:
 
 STAGES = sorted((p.name for p in (REPO / "stages").glob("stage[0-9]*_*") if (p / "model.py").is_file()),
                 key=stage_number)
+PRECISIONS = ("int8", "bf16")  # a reduced-precision stage's folder name ends in one; every other stage: float32
+
+
+def precision(stage: str) -> str:
+    """What the stage computes in: "float32", or its folder name's last part ("int8", "bf16")."""
+    last = stage.rsplit("_", 1)[-1]
+    return last if last in PRECISIONS else "float32"
+
+
+FLOAT32_STAGES = [stage for stage in STAGES if precision(stage) == "float32"]
+FASTEST = FLOAT32_STAGES[-1]  # the last float32 stage: what make run and make explain run
 
 
 def stage_module(stage: str):

@@ -37,7 +37,7 @@ from common.errors import UserError, run_reporting_errors
 from common.image import load_crop, normalize
 from common.labels import top5
 from common.paths import WEIGHTS_DIR
-from common.stages import STAGES, find_stage, stage_module
+from common.stages import FASTEST, find_stage, stage_module
 from common.trace import GROUPS, capture
 from common.weights import load_manifest, load_tensor
 from explain import pictures
@@ -163,7 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("image", type=Path, metavar="IMAGE", help="any photo Pillow can read")
     parser.add_argument("-o", "--out", type=Path, default=OUT_DIR, metavar="DIR",
                         help="output folder (default: %(default)s)")
-    parser.add_argument("--stage", type=stage_choice, default=STAGES[-1], metavar="N",
+    parser.add_argument("--stage", type=stage_choice, default=FASTEST, metavar="N",
                         help="stage number or folder name (default: the fastest, %(default)s)")
     return parser.parse_args(argv)
 

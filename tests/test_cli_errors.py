@@ -26,10 +26,9 @@ from PIL import Image
 from common.errors import EXIT_FAILED as EXIT_FAILED_INPUT
 from common.errors import EXIT_INTERRUPTED
 from common.paths import PICS_DIR, REPO
-from common.stages import STAGES
+from common.stages import FASTEST, STAGES
 from tests.test_threads import THREADED
 
-FASTEST = STAGES[-1]
 EXIT_USAGE = 2  # argparse's
 RUN_TIMEOUT_S = 600
 GOOD = {"cat.png": 285, "espresso.png": 967}  # picture -> its top-1 class id (Egyptian cat, espresso)

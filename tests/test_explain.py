@@ -24,7 +24,7 @@ from PIL import Image
 
 from common.architecture import resnet50
 from common.paths import PICS_DIR, REPO
-from common.stages import STAGES, stage_module
+from common.stages import FASTEST, STAGES, stage_module
 from common.trace import GROUPS, STEM, capture, inside
 from common.weights import load_tensor
 from explain.__main__ import CAM, CAM_NPY, CAM_TOP3, FEATURES, FILTERS, SHEET, main
@@ -124,7 +124,7 @@ def test_command_writes_every_picture_and_the_map(tmp_path, capsys, cat, record_
     out = tmp_path / "new" / "explain"  # its parent does not exist yet either
     assert main([str(CAT), "-o", str(out)]) == 0
     line = json.loads(capsys.readouterr().out)
-    assert line["stage"] == STAGES[-1] and len(line["top5"]) == 5
+    assert line["stage"] == FASTEST and len(line["top5"]) == 5
     assert line["top5"][0]["label"] == "Egyptian cat"
     assert line["files"] == [str(out / name) for name in (CAM, CAM_TOP3, CAM_NPY, FILTERS, FEATURES, SHEET)]
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name], "the staging folder was left behind"
@@ -141,7 +141,7 @@ def test_command_writes_every_picture_and_the_map(tmp_path, capsys, cat, record_
     assert error <= CAM_TOLERANCE
     record_property("cam_npy_relative_error", error)
     # Again into the same folder: every file replaced, nothing else left there.
-    assert main([str(CAT), "-o", str(out), "--stage", STAGES[-1]]) == 0
+    assert main([str(CAT), "-o", str(out), "--stage", FASTEST]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in line["files"])
 
 

@@ -17,11 +17,10 @@ from PIL import Image
 from bench.album import make_album
 from common.image import LOADERS, REDUCTION_GAP, dct_scale, normalize, opencv_rgb_crop, pillow_rgb_crop
 from common.labels import TOP_K, softmax
-from common.stages import STAGES
+from common.stages import FASTEST
 from tests.conftest import PICS
 from tests.test_cli_errors import run_stage
 
-FASTEST = STAGES[-1]
 GRAIN = 4.0  # levels of 0..255
 CROPS = {"pillow": pillow_rgb_crop, "opencv": opencv_rgb_crop}
 # Reduced vs full decode, |difference| of the uint8 crops over every photo (measured on 2026-11-29: Pillow at most

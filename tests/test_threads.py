@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from common.labels import softmax
 from common.paths import REPO
 from common.stages import STAGES, threaded
 from tests.conftest import PICS
-from tests.test_network import PROB_TOLERANCE
+from tests.test_network import check_answer
 
 THREADED = [s for s in STAGES if threaded(s)]
 THREAD_COUNTS = (1, 2, 3)
@@ -30,7 +29,5 @@ def test_thread_count_gives_reference_answer(stage, threads, reference_logits):
                              "--threads", str(threads)], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     top5 = json.loads(result.stdout.splitlines()[-1])["top5"]
-    ref_probs = softmax(reference_logits[PICTURE])
-    assert [t["class_id"] for t in top5] == list(np.argsort(-ref_probs)[:5])
-    for t in top5:
-        assert abs(t["prob"] - ref_probs[t["class_id"]]) <= PROB_TOLERANCE
+    check_answer(stage, [t["class_id"] for t in top5], [t["prob"] for t in top5], softmax(reference_logits[PICTURE]),
+                 f"{PICTURE.name}, {threads} threads")
