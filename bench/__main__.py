@@ -11,8 +11,9 @@ Every run is also saved under DIR/history/ (pytest-benchmark's storage), so that
 with it: `python -m bench --benchmark-compare` compares with the last saved run, `--benchmark-compare=0003`
 with run 0003. bench/README.md explains the options and the columns.
 
-After the rows, the fastest stage chosen is compared with the peers chosen once more, the rows taking turns in
-blocks in one process (bench/interleaved.py): the ratios that decide "faster or not" on a noisy machine.
+After the rows, the fastest float32 stage chosen is compared with the float32 peers chosen once more, the rows
+taking turns in blocks in one process (bench/interleaved.py): the ratios that decide "faster or not" on a noisy
+machine.
 --blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out.
 
 --busy runs that comparison only, with one core kept busy by another process and the stage at 1 thread as one
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.interleaved import BLOCKS, INTERLEAVED_JSON, PASSES
+from bench.interleaved import BLOCKS, INTERLEAVED_GLOB, PASSES
+from bench.peers import FLOAT32
 from bench.report import RAW_JSON, RESULTS_DIR
 from bench.report import main as report_main
-from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
+from bench.rows import ALL, DEFAULT_IMAGE, precision, same_precision, select_peers, select_stages
 from common.cli import positive_int
 from common.errors import UserError
 from common.stages import tiled
@@ -77,24 +79,29 @@ def avx2_run(out: Path, stages: list[str], extra: list[str]) -> Path | None:
 
 
 def interleaved_run(out: Path, stages: str, blocks: int, passes: int, extra: list[str], busy: bool = False) -> bool:
-    """bench.interleaved for the fastest of `stages` against the peers and with the threads and image that `extra`
-    gives the rows (bench/conftest.py's options), into out, with --busy if busy; False if it failed. Nothing to do
-    without a stage, or without a peer unless busy."""
+    """bench.interleaved for the fastest stage of each precision among `stages` against the peers of that precision
+    (float32 against float32, int8 against int8; only float32 if busy), with the threads and image that `extra`
+    gives the rows (bench/conftest.py's options), into out, with --busy if busy; False if one failed. Nothing to
+    do for a precision without a peer of its own, unless busy."""
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--peers", default=ALL)
     shared.add_argument("--threads")
     shared.add_argument("--image", default=str(DEFAULT_IMAGE))
     options, _ = shared.parse_known_args(extra)
-    chosen, peers = select_stages(stages), select_peers(options.peers)
-    if not chosen or not (peers or busy):
-        return True
-    command = [sys.executable, "-m", "bench.interleaved", "--stage", chosen[-1], "--peers", ",".join(peers),
-               "--image", options.image, "--out", str(out), "--blocks", str(blocks), "--passes", str(passes)]
-    command += ["--threads", options.threads] if options.threads else []
-    command += ["--busy"] if busy else []
-    print(f"\n{chosen[-1]} against {', '.join(peers) or 'itself at 1 thread'}, taking turns in blocks"
-          + (", one core kept busy" if busy else ""), file=sys.stderr)
-    return subprocess.run(command).returncode == 0
+    fastest = {precision(stage): stage for stage in select_stages(stages)}  # the last stage of each precision
+    ok = True
+    for kind, stage in sorted(fastest.items(), key=lambda item: item[0] != FLOAT32):
+        peers = same_precision(stage, select_peers(options.peers))
+        if (busy and kind != FLOAT32) or not (peers or busy):
+            continue
+        command = [sys.executable, "-m", "bench.interleaved", "--stage", stage, "--peers", ",".join(peers),
+                   "--image", options.image, "--out", str(out), "--blocks", str(blocks), "--passes", str(passes)]
+        command += ["--threads", options.threads] if options.threads else []
+        command += ["--busy"] if busy else []
+        print(f"\n{stage} against {', '.join(peers) or 'itself at 1 thread'}, taking turns in blocks"
+              + (", one core kept busy" if busy else ""), file=sys.stderr)
+        ok = subprocess.run(command).returncode == 0 and ok
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.busy:
         return int(not interleaved_run(out, args.stages, args.blocks, args.passes, extra, busy=True))
-    for name in (RAW_JSON, INTERLEAVED_JSON):  # never report an earlier run's figures as this one's
-        (out / name).unlink(missing_ok=True)
+    for path in [out / RAW_JSON, *out.glob(INTERLEAVED_GLOB)]:  # never report an earlier run's figures as this one's
+        path.unlink(missing_ok=True)
     code = pytest.main(pytest_args(out, ["--stages", args.stages, *extra]))
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)

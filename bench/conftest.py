@@ -2,18 +2,20 @@
 
 import os
 import platform
+from importlib import metadata
 
 import numpy as np
 import pytest
 
 from bench.album import DEFAULT_PHOTOS
+from bench.peers import PEERS
 from bench.report import GIGA
 from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
 from common.cli import non_negative_int, positive_int
 from common.errors import UserError
 from common.image import LOADERS, load_image
 from common.paths import WEIGHTS_DIR
-from common.stages import STAGES
+from common.stages import FASTEST
 from common.weights import load_manifest
 
 # Rounds per row: as many as fit into the time budget, within these bounds. The first stage takes
@@ -27,7 +29,7 @@ FLOAT32_BITS = 32
 def pytest_addoption(parser):
     group = parser.getgroup("resnet50 bench")
     group.addoption("--stages", default=ALL, help="stages to run: all, or numbers/names such as 3,4 (default: all)")
-    group.addoption("--peers", default=ALL, help="peers to run: all, none, or pytorch,onnxruntime,openvino")
+    group.addoption("--peers", default=ALL, help=f"peers to run: all, none, or a comma list of {','.join(PEERS)}")
     group.addoption("--threads", type=positive_int, default=os.cpu_count(),
                     help="threads for every row (default: all cores)")
     group.addoption("--image", default=str(DEFAULT_IMAGE), help="the photo every row classifies")
@@ -63,7 +65,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("row", metafunc.config.bench_rows)
     if "loader" in metafunc.fixturenames:
         # End to end only beside the fastest stage's forward-only row, whose rate it is compared with.
-        wanted = STAGES[-1] in metafunc.config.bench_rows and metafunc.config.getoption("photos")
+        wanted = FASTEST in metafunc.config.bench_rows and metafunc.config.getoption("photos")
         metafunc.parametrize("loader", LOADERS if wanted else [])
 
 
@@ -99,15 +101,18 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     import openvino
     import torch
 
-    from bench.peak import LANES, peak_flops
+    from bench.peak import LANES, int8_peak_ops, peak_flops
 
     machine_info["cores"] = os.cpu_count()
     machine_info["threads"] = config.getoption("threads")
     # The FMA peak of these threads, measured now, in the same run as the rows (bench/peak.py).
     machine_info["peak_gflops"] = peak_flops(config.getoption("threads")) / GIGA
     machine_info["vector_bits"] = LANES * FLOAT32_BITS
+    int8_ops = int8_peak_ops(config.getoption("threads"))  # the int8 rows' peak: vpdpbusd's; None without VNNI
+    machine_info["int8_peak_gops"] = int8_ops / GIGA if int8_ops else None
     machine_info["versions"] = {
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "openvino": openvino.__version__.split("-")[0],  # without the build suffix
+        "nncf": metadata.version("nncf"),  # quantizes the openvino-int8 peer
     }

@@ -10,7 +10,9 @@ forward pass (it lets the previous row's threads fall idle and brings this row's
 and PASSES timed ones; the block's time is their median. A slow minute then slows the blocks of one round
 alike, and the ratio of the stage's block to a peer's block of the same round cancels it. Reported per peer:
 the median of those ratios over the rounds, with their quartiles (the spread), so that a ratio of 0.97 with
-quartiles 0.93-1.02 reads as "level", and 0.80-0.85 as "faster". Below 1, the stage takes less time.
+quartiles 0.93-1.02 reads as "level", and 0.80-0.85 as "faster". Below 1, the stage takes less time. Of the
+peers named, only those that compute in the stage's precision take part (bench.rows.same_precision): a float32
+stage against the float32 peers, an int8 stage against the int8 ones.
 
 `make bench` runs it after the other rows (for the fastest stage, unless --no-interleaved) and writes its result
 to DIR/interleaved.json, which bench/report.py puts into the table's Markdown.
@@ -37,17 +39,19 @@ import cpuinfo
 import numpy as np
 
 from bench.busy import busy_core
+from bench.peers import FLOAT32
 from bench.report import MS_PER_S, RESULTS_DIR
-from bench.rows import DEFAULT_IMAGE, build, check_stage, select_peers
+from bench.rows import DEFAULT_IMAGE, build, check_stage, precision, same_precision, select_peers
 from common.cli import positive_int
 from common.cpu_load import OtherPrograms
 from common.errors import UserError, run_reporting_errors
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
-from common.stages import STAGES
+from common.stages import FASTEST
 from common.weights import load_manifest
 
-INTERLEAVED_JSON = "interleaved.json"
+INTERLEAVED_JSON = "interleaved.json"  # the float32 comparison; a reduced-precision one: interleaved-int8.json
+INTERLEAVED_GLOB = "interleaved*.json"
 BUSY_JSON = "busy.json"
 BLOCKS = 16  # rounds: enough for quartiles of the ratios
 PASSES = 10  # timed forward passes per block
@@ -132,10 +136,19 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def result_name(stage: str, busy: bool) -> str:
+    """The file a comparison is written to: one per precision (interleaved.json for float32), busy.json."""
+    if busy:
+        return BUSY_JSON
+    kind = precision(stage)
+    return INTERLEAVED_JSON if kind == FLOAT32 else INTERLEAVED_JSON.replace(".json", f"-{kind}.json")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.interleaved", description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", default=STAGES[-1], type=check_stage, help="default: the fastest stage")
-    parser.add_argument("--peers", default="all", help="all, or a comma list (default: all)")
+    parser.add_argument("--stage", default=FASTEST, type=check_stage, help="default: the fastest float32 stage")
+    parser.add_argument("--peers", default="all",
+                        help="all, or a comma list (default: all); those of the stage's precision take part")
     parser.add_argument("--blocks", type=positive_int, default=BLOCKS)
     parser.add_argument("--passes", type=positive_int, default=PASSES)
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
@@ -144,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  f"(make bench: {RESULTS_DIR})")
     parser.add_argument("--busy", action="store_true", help="with one core kept busy, and the stage at 1 thread")
     args = parser.parse_args(argv)
-    peers = select_peers(args.peers)
+    peers = same_precision(args.stage, select_peers(args.peers))  # float32 against float32, int8 against int8
     if not peers and not args.busy:
-        raise UserError("--peers: name at least one peer to compare with")
+        raise UserError(f"--peers: name at least one peer to compare with that computes in {precision(args.stage)}, "
+                        f"as {args.stage} does")
     image = load_image(args.image, load_manifest(WEIGHTS_DIR)["preprocessing"])
     with busy_core() if args.busy else contextlib.nullcontext() as core:
         if core is not None:
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / (BUSY_JSON if args.busy else INTERLEAVED_JSON)).write_text(json.dumps(result, indent=1) + "\n")
+        (args.out / result_name(args.stage, args.busy)).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

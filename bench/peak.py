@@ -1,4 +1,4 @@
-"""The machine's float32 peak, measured: `python -m bench.peak [--threads N]`.
+"""The machine's float32 peak and int8 peak, measured: `python -m bench.peak [--threads N]`.
 
 Peak = cores x clock x 2 FMA units x lanes x 2 flops (a fused multiply-add is two), the lanes being the
 float32 lanes of the vector registers the tiled stages compile for (16 with AVX-512, 8 with AVX2). The
@@ -6,6 +6,11 @@ clock under vector load is not the one /proc/cpuinfo shows, so it is measured: e
 independent FMAs on values in registers (no memory traffic), written like the tiled stages' kernel and
 compiled the same way, with their settings and for their target (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES).
 `make bench` runs it too, and reports each row's share of it.
+
+The int8 peak is measured the same way, with the int8 stage's vpdpbusd (`dot_quads`: 4 multiply-adds in each int32
+lane) in place of the FMA, and counted in the same unit, two operations per multiply-add: an int8 row's share is of
+this one. The ratio of the two peaks is what int8 can gain at best on this CPU. Without VNNI there is no int8 peak
+(the stage's plain fallback is not a peak of anything).
 """
 
 import argparse
@@ -16,16 +21,20 @@ import numpy as np
 from numba import njit, prange
 
 from common.cli import positive_int
-from common.stages import STAGES, stage_module
+from common.stages import FASTEST, STAGES, precision, stage_module
 
 # The last stage's register tile tools; the tiled stages all have the same.
-tiled = stage_module(STAGES[-1])
+tiled = stage_module(FASTEST)
 stack_floats, tile_vectorizer, wide_vectors = tiled.stack_floats, tiled.tile_vectorizer, tiled.wide_vectors
 LANES = tiled.LANES
 # Three quarters of the vector registers as independent sums (24 with AVX-512, 12 with AVX2), one vector
 # each: more than the 2 units x 4 cycles of FMA latency need in flight, and no spills.
 CHAINS, WIDTH = tiled.VECTOR_REGISTERS * 3 // 4, LANES
 SUMS = CHAINS * WIDTH
+# The int8 stage's dot product, and what one of them does: LANES lanes of QUAD multiply-adds.
+int8 = stage_module(next(stage for stage in STAGES if precision(stage) == "int8"))
+stack_ints, dot_quads = int8.stack_ints, int8.dot_quads
+MACS_PER_DOT = int8.LANES * int8.QUAD
 STEPS = 2_000_000
 REPEATS = 7
 FLOPS_PER_FMA = 2
@@ -48,6 +57,38 @@ def fma_loop(scale, offset, out, steps):
         for r in range(CHAINS):
             for c in range(WIDTH):
                 out[thread, r, c] = acc[r, c]
+
+
+@njit(parallel=True)
+def dot_loop(quad, weight, out, steps):
+    wide_vectors()
+    for thread in prange(out.shape[0]):
+        wide_vectors()
+        sums = stack_ints(SUMS)
+        for i in range(SUMS):
+            sums[i] = 0
+        for _ in range(steps):
+            for r in range(CHAINS):
+                dot_quads(sums, r * WIDTH, quad, weight, 0)
+        for i in range(SUMS):
+            out[thread, i] = sums[i]
+
+
+def int8_peak_ops(threads: int) -> float | None:
+    """Best int8 operations (2 per multiply-add) per second of `threads` threads, each running its own loop of
+    independent vpdpbusd; None on a CPU without VNNI."""
+    if not int8.HAS_VNNI:
+        return None
+    numba.set_num_threads(threads)
+    weight = np.full(WIDTH, 0x01010101, np.int32)  # codes 1: the sums grow by 4 a step, far from overflowing
+    out = np.empty((threads, SUMS), np.int32)
+    dot_loop(np.int32(0x01010101), weight, out, 1)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        dot_loop(np.int32(0x01010101), weight, out, STEPS)
+        best = min(best, time.perf_counter() - start)
+    return threads * STEPS * CHAINS * MACS_PER_DOT * FLOPS_PER_FMA / best
 
 
 def measure(threads: int) -> float:
@@ -80,6 +121,9 @@ def main():
         clock = flops / (count * FMA_UNITS * LANES * FLOPS_PER_FMA)
         print(f"{count} thread(s): {flops / 1e9:.1f} GFLOP/s, i.e. {clock / 1e9:.2f} GHz x {FMA_UNITS} FMA units "
               f"x {LANES} lanes x {FLOPS_PER_FMA} flops per core")
+        ops = int8_peak_ops(count)
+        print(f"    int8 (vpdpbusd): {ops / 1e9:.1f} GOP/s, {ops / flops:.2f}x the float32 peak" if ops else
+              "    int8: no VNNI on this CPU, no int8 peak")
 
 
 if __name__ == "__main__":

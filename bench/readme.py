@@ -9,7 +9,9 @@ the closing `<!-- /bench -->`. Block markers end their line, and own whole lines
   share of the FMA peak, its time to first answer and, where it was run, its AVX2 build;
 - `<!-- bench:table -->`: the run's whole table (bench/results/latest.md), its links made relative to the
   README it lands in;
-- `<!-- bench:stages -->`: the last column (latency) of the README's table of stages.
+- `<!-- bench:stages -->`: the last column (latency) of the README's table of stages;
+- `<!-- bench:accuracy -->`: the accuracy table of the reduced-precision rows (bench/results/accuracy.md, written
+  by `python -m bench.accuracy`, which `make bench` runs).
 
 Inline markers own a figure inside a sentence, on one line, e.g.
 `Stage 8 is <!-- bench:speedup stage8_tiled/stage7_fused -->6.43×<!-- /bench --> faster than stage 7`.
@@ -27,7 +29,10 @@ ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, 
 - `<!-- bench:ladder STAGE/CLASS -->`, `<!-- bench:ladderms STAGE/CLASS -->`: from the traced run of
   `python -m course.ladder` (bench/results/ladder.json, beside latest.json), the share of STAGE's pass that
   went to a class of op (stem, 1x1, 3x3, pool, fc, other, outside: course/ladder.py's CLASSES), or its ms;
-  `<!-- bench:ladderms STAGE -->`: that pass's wall time.
+  `<!-- bench:ladderms STAGE -->`: that pass's wall time;
+- `<!-- bench:accuracy ROW/FIELD -->`: a figure of a reduced-precision row in bench/results/accuracy.json
+  (bench/accuracy.py: top1_agreement, top5_overlap_mean, top5_overlap_min, top1_prob_change_max,
+  logits_rel_error_median, logits_rel_error_max, inputs), formatted as in its table.
 Text outside the markers is left alone, and so is a marker quoted in a code span, right after a backtick;
 a marker naming a row or field the run does not have is an error.
 `filled(path, sources)` returns a README's text as this command would write it (tests/test_docs.py).
@@ -46,14 +51,20 @@ from common.errors import UserError
 from common.paths import REPO
 from course.ladder import LADDER_JSON
 
+ACCURACY_JSON, ACCURACY_MD = "accuracy.json", "accuracy.md"  # bench/accuracy.py's, beside latest.json
+# accuracy.json's figures -> how its table writes them
+ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "top5_overlap_min": "{}",
+                    "top1_prob_change_max": "{:.3f}", "logits_rel_error_median": "{:.3f}",
+                    "logits_rel_error_max": "{:.3f}", "inputs": "{}"}
+
 # An opening comment, then the owned text up to the closing one: block markers end their line (group 4 is
 # the newline), inline markers are followed by their figure on the same line. One right after a backtick is
 # quoted in a code span (bench/README.md lists them), not a marker.
 MARKER = re.compile(r"((?<!`)<!-- bench:(\w+)(?: (\S+))? -->(\n?))(.*?)(<!-- /bench -->)", re.S)
-BLOCK_KINDS = ("machine", "measured", "table", "stages")
+BLOCK_KINDS = ("machine", "measured", "table", "stages", "accuracy")
 # A table row of the top README's stages or peers; group 3 is its last cell's text (the latency), maybe empty.
 STAGE_ROW = re.compile(r"^(\| \[(stage\d+_\w+)\]\([^)\n]*\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
-PEER_ROW = re.compile(r"^(\| \*(\w+)\* \(peer\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
+PEER_ROW = re.compile(r"^(\| \*([\w-]+)\* \(peer\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
 # A Markdown link or image whose target is a path (not a web address, an anchor or an absolute path).
 RELATIVE_LINK = re.compile(r"(\]\()(?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)(\))")
 TORCH, OPENVINO = "pytorch", "openvino"
@@ -63,12 +74,13 @@ FORMATS = {key: kind for key, _, kind in COLUMNS + AVX2_COLUMNS}  # latest.json'
 
 
 class Sources(NamedTuple):
-    """What the markers are filled from: a bench run's latest.json and latest.md, and the ladder's traced run
-    (None where ladder.json is missing: then a ladder marker is an error)."""
+    """What the markers are filled from: a bench run's latest.json and latest.md, the ladder's traced run and the
+    accuracy run (None where ladder.json or accuracy.json is missing: then a marker of theirs is an error)."""
 
     summary: dict
     table: str
     ladder: dict | None
+    accuracy: tuple[dict, str] | None = None  # accuracy.json's figures, accuracy.md's table
 
 
 def machine_text(summary: dict) -> str:
@@ -78,7 +90,9 @@ def machine_text(summary: dict) -> str:
             f"KVM guest, {m['threads']} threads, Python {m['python']}, numba {m['numba']}, numpy {m['numpy']}, "
             f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}. Measured FMA peak "
             f"in that run (`python -m bench.peak`, {m['vector_bits']}-bit vectors, {m['threads']} threads): "
-            f"**{m['peak_gflops']:.0f} GFLOP/s**.\n")
+            f"**{m['peak_gflops']:.0f} GFLOP/s**"
+            + (f"; int8 (vpdpbusd) peak **{m['int8_peak_gops']:.0f} GOP/s**" if m.get("int8_peak_gops") else "")
+            + ".\n")
 
 
 def ratio_text(ours: float, theirs: float) -> str:
@@ -99,7 +113,8 @@ def measured_text(summary: dict, stage: str) -> str:
         before = stages[index - 1]
         text += (f", against {fmt(before['median_ms'], 'ms')} ms for {before['name']} in the same run: "
                  f"{ratio_text(r['median_ms'], before['median_ms'])}")
-    text += f"; {fmt(r['gflops'], 'gflops')} GFLOP/s, {fmt(r['peak_share'], 'percent')} of the measured FMA peak"
+    peak = "FMA peak" if r.get("precision", "float32") == "float32" else f"{r['precision']} peak"
+    text += f"; {fmt(r['gflops'], 'gflops')} GFLOP/s, {fmt(r['peak_share'], 'percent')} of the measured {peak}"
     peers = [f"{fmt(r['median_ms'] / rows[p]['median_ms'], 'x')} {name}'s latency "
              f"({fmt(rows[p]['median_ms'], 'ms')} ms)" for p, name in ((TORCH, "PyTorch eager"), (OPENVINO, "OpenVINO"))
              if p in rows]
@@ -174,9 +189,22 @@ def ladder_figure(ladder: dict | None, kind: str, arg: str | None) -> str:
     return fmt(traced["ms"][name] / sum(traced["ms"].values()), "percent")
 
 
+def accuracy_figure(accuracy: tuple[dict, str] | None, arg: str | None) -> str:
+    row, _, field = (arg or "").partition("/")
+    if accuracy is None or row not in accuracy[0]["rows"]:
+        raise UserError(f"bench:accuracy {arg}: bench/results/{ACCURACY_JSON} has no row {row!r}; "
+                        f"run `python -m bench.accuracy`")
+    figures = {**accuracy[0]["rows"][row], "inputs": accuracy[0]["inputs"]}
+    if field not in ACCURACY_FORMATS:
+        raise UserError(f"bench:accuracy {arg}: {field!r} is not one of {', '.join(ACCURACY_FORMATS)}")
+    return ACCURACY_FORMATS[field].format(figures[field])
+
+
 def figure(sources: Sources, kind: str, arg: str | None) -> str:
     """The figure an inline marker owns."""
     summary = sources.summary
+    if kind == "accuracy":
+        return accuracy_figure(sources.accuracy, arg)
     if kind in ("ladder", "ladderms"):
         return ladder_figure(sources.ladder, kind, arg)
     if kind == "speedup":
@@ -219,6 +247,11 @@ def fill(text: str, sources: Sources, readme: Path) -> str:
             body = relocated(sources.table, readme)
         elif kind == "stages":
             body = stage_latencies(old, sources.summary)
+        elif kind == "accuracy":
+            if sources.accuracy is None:
+                raise UserError(f"{readme.name}: bench:accuracy needs bench/results/{ACCURACY_JSON}; "
+                                f"run `python -m bench.accuracy`")
+            body = sources.accuracy[1]
         else:
             if "\n" in old:
                 raise UserError(f"{readme.name}: the inline marker bench:{kind} {arg or ''} is not closed on its "
@@ -235,10 +268,12 @@ def readmes() -> list[Path]:
 
 
 def load(latest: Path) -> Sources:
-    """A run's latest.json and latest.md, and the ladder.json beside them if there is one."""
-    ladder = latest.parent / LADDER_JSON
+    """A run's latest.json and latest.md, and the ladder.json and accuracy.json beside them if they are there."""
+    ladder, accuracy = latest.parent / LADDER_JSON, latest.parent / ACCURACY_JSON
     return Sources(json.loads(latest.read_text()), (latest.parent / LATEST_MD).read_text(),
-                   json.loads(ladder.read_text()) if ladder.is_file() else None)
+                   json.loads(ladder.read_text()) if ladder.is_file() else None,
+                   (json.loads(accuracy.read_text()), (latest.parent / ACCURACY_MD).read_text())
+                   if accuracy.is_file() else None)
 
 
 def filled(path: Path, sources: Sources) -> str:

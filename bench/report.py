@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.peers import PEERS
+from bench.peers import FLOAT32, PEERS
+from bench.rows import precision
 from common.errors import UserError
 from common.paths import REPO
 from common.stages import stage_number
@@ -29,13 +30,15 @@ FIRST_STAGE_PREFIX = "stage1_"
 TORCH_PEER = "pytorch"
 # model.timings keys -> the table column that shows them; a key missing here stops the benchmark.
 SETUP_COLUMNS = {"load weights": "load_weights_s", "codegen": "codegen_compile_s", "compile": "codegen_compile_s",
-                 "load compiled kernels": "codegen_compile_s"}
+                 "load compiled kernels": "codegen_compile_s", "tune": "tune_s"}
 COLUMNS = (  # (field in latest.json, Markdown header, format)
+    ("precision", "precision", "text"),
     ("median_ms", "median ms", "ms"), ("min_ms", "min ms", "ms"), ("p90_ms", "p90 ms", "ms"),
     ("fps", "fps", "fps"), ("speedup_vs_stage1", "speedup vs stage 1", "x"),
     ("speedup_vs_previous", "vs previous stage", "x"), ("time_vs_pytorch", "time / PyTorch", "x"),
-    ("gflops", "GFLOP/s", "gflops"), ("peak_share", "% of FMA peak", "percent"),
+    ("gflops", "GFLOP/s", "gflops"), ("peak_share", "% of peak", "percent"),
     ("load_weights_s", "load weights s", "s"), ("codegen_compile_s", "codegen+compile s", "s"),
+    ("tune_s", "tune s", "s"),
     ("first_answer_cold_s", "first answer cold s", "s"),
     ("first_answer_warm_s", "first answer warm s", "s"), ("rounds", "rounds", "int"),
 )
@@ -84,7 +87,9 @@ def latency_benchmarks(raw: dict) -> list[dict]:
 def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
     raw JSON of an AVX2 build's run, its figures for the same stages."""
-    peak = raw.get("machine_info", {}).get("peak_gflops")
+    # A row's share of the peak of its precision: float32 rows of the FMA peak, int8 rows of the vpdpbusd peak.
+    peaks = {"float32": raw.get("machine_info", {}).get("peak_gflops"),
+             "int8": raw.get("machine_info", {}).get("int8_peak_gops")}
     rows = []
     for bench in latency_benchmarks(raw):
         stats, extra = bench["stats"], bench["extra_info"]
@@ -94,7 +99,8 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             column = SETUP_COLUMNS[key]
             setup[column] = (setup[column] or 0.0) + seconds
         rows.append({
-            "name": bench["param"], "kind": extra["kind"], "rounds": stats["rounds"],
+            "name": bench["param"], "kind": extra["kind"], "precision": precision(bench["param"]),
+            "rounds": stats["rounds"],
             "median_ms": median_s * MS_PER_S, "min_ms": stats["min"] * MS_PER_S,
             "p90_ms": float(np.percentile(stats["data"], SPREAD_PERCENTILE)) * MS_PER_S,
             "mean_ms": stats["mean"] * MS_PER_S, "stddev_ms": stats["stddev"] * MS_PER_S,
@@ -103,7 +109,7 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
             **{f"first_answer_{k}_s": (extra.get("first_answer_s") or {}).get(k) for k in ("cold", "warm")},
         })
-        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peak)
+        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peaks.get(rows[-1]["precision"]))
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}
     stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
@@ -146,7 +152,8 @@ def machine(raw: dict) -> dict:
     return {
         "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
         "family": info["cpu"].get("family"), "model": info["cpu"].get("model"),
-        "peak_gflops": info.get("peak_gflops"), "vector_bits": info.get("vector_bits"),
+        "peak_gflops": info.get("peak_gflops"), "int8_peak_gops": info.get("int8_peak_gops"),
+        "vector_bits": info.get("vector_bits"),
         "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
     }
 
@@ -156,7 +163,7 @@ def fmt(value, kind: str) -> str:
         return "—"
     if kind == "x":
         return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
-    if kind == "int":
+    if kind == "int" or kind == "text":
         return str(value)
     if kind == "fps" or kind == "gflops":
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
@@ -175,7 +182,8 @@ def table_columns(rows: list[dict]) -> tuple:
 def markdown_table(rows: list[dict], columns: tuple | None = None) -> str:
     columns = columns or table_columns(rows)
     header = "| row | " + " | ".join(title for _, title, _ in columns) + " |"
-    rule = "|---|" + "---:|" * len(columns)
+    # Words to the left, figures to the right.
+    rule = "|---|" + "".join("---|" if kind == "text" else "---:|" for _, _, kind in columns)
     lines = [header, rule]
     for r in rows:
         lines.append(f"| {r['name']} | " + " | ".join(fmt(r.get(key), kind) for key, _, kind in columns) + " |")
@@ -196,25 +204,36 @@ def end_to_end_section(runs: list[dict]) -> str:
             + markdown_table(runs, END_TO_END_COLUMNS) + "\n")
 
 
+def precisions_text(rows: list[dict]) -> str:
+    """float32, or, where some row computes in another precision, words that point to the column."""
+    if {r["precision"] for r in rows} == {FLOAT32}:
+        return FLOAT32
+    return "each row in the precision its column names"
+
+
 def describe(summary: dict) -> str:
     m = summary["machine"]
-    return (f"ResNet-50, one {summary['image']} image, batch 1, float32, {m['threads']} thread(s) per row; "
+    return (f"ResNet-50, one {summary['image']} image, batch 1, {precisions_text(summary['rows'])}, "
+            f"{m['threads']} thread(s) per row; "
             f"{m['cpu']} ({m['cores']} cores), Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, "
-            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}; {summary['datetime']}"
+            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}, openvino {m['openvino']}"
+            + (f", nncf {m['nncf']}" if m.get("nncf") else "") + f"; {summary['datetime']}"
             + (f"; measured FMA peak {m['peak_gflops']:.0f} GFLOP/s ({m['vector_bits']}-bit vectors, "
-               "python -m bench.peak)" if m.get("peak_gflops") else ""))
+               "python -m bench.peak)" if m.get("peak_gflops") else "")
+            + (f", int8 (vpdpbusd) peak {m['int8_peak_gops']:.0f} GOP/s: an int8 row's % of peak is of that one"
+               if m.get("int8_peak_gops") else ""))
 
 
 def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None) -> None:
-    """Horizontal bars of the median latency on a log scale (stage 1 and the peers differ 100-fold),
-    whiskers from min to p90, the value written next to each bar; a line where the machine's FMA peak
-    would put the network's multiply-adds (peak_ms)."""
+    """Horizontal bars of the median latency on a log scale (stage 1 and the peers differ 100-fold), each named
+    with its precision, whiskers from min to p90, the value written next to each bar; a line where the machine's
+    FMA peak would put the network's multiply-adds (peak_ms)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    names = [r["name"] for r in rows]
+    names = [f"{r['name']} ({r['precision']})" for r in rows]
     medians = np.array([r["median_ms"] for r in rows])
     whiskers = np.array([[r["median_ms"] - r["min_ms"] for r in rows], [r["p90_ms"] - r["median_ms"] for r in rows]])
     colours = [PEER_COLOUR if r["kind"] == "peer" else STAGE_COLOUR for r in rows]
@@ -266,17 +285,22 @@ def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
         "commit": raw.get("commit_info", {}).get("id"), "rows": rows, "end_to_end": build_end_to_end(raw, rows),
         "avx2_machine": machine(avx2) if avx2 else None,
     }
-    from bench.interleaved import INTERLEAVED_JSON, markdown  # here: bench.interleaved imports this module
+    # here: bench.interleaved imports this module
+    from bench.interleaved import INTERLEAVED_GLOB, INTERLEAVED_JSON, markdown
 
     interleaved = out_dir / INTERLEAVED_JSON
     summary["interleaved"] = json.loads(interleaved.read_text()) if interleaved.is_file() else None
+    # The reduced-precision stages against the peers of their precision: interleaved-int8.json, ...
+    summary["interleaved_reduced"] = [json.loads(path.read_text()) for path in sorted(out_dir.glob(INTERLEAVED_GLOB))
+                                      if path.name != INTERLEAVED_JSON]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / LATEST_JSON).write_text(json.dumps(summary, indent=1) + "\n")
     table = markdown_table(rows)
     end_to_end = end_to_end_section(summary["end_to_end"])
     (out_dir / LATEST_MD).write_text(f"{describe(summary)}\n\n{table}\n\n![latency per row]({LATEST_PNG})\n"
                                      + (f"\n{end_to_end}" if end_to_end else "")
-                                     + (f"\n{markdown(summary['interleaved'])}" if summary["interleaved"] else ""))
+                                     + (f"\n{markdown(summary['interleaved'])}" if summary["interleaved"] else "")
+                                     + "".join(f"\n{markdown(result)}" for result in summary["interleaved_reduced"]))
     peak = summary["machine"]["peak_gflops"]
     peak_ms = FLOPS_PER_MAC * summary["macs"] / (peak * GIGA) * MS_PER_S if peak else None
     m = summary["machine"]

@@ -1,6 +1,10 @@
 """The rows of the benchmark: the stage folders (found the same way the tests find them) and the peers.
 
-A row is built into a model with ``forward(image_hwc) -> logits`` and ``timings`` (set-up costs, seconds).
+A row is built into a model with ``forward(image_hwc) -> logits`` and ``timings`` (set-up costs, seconds). Each
+row computes in one precision (precision()): a peer says which, a stage's folder name ends in it (stage13_int8;
+common.stages.precision) or it is float32. Where a stage is compared with the peers side by side
+(bench/interleaved.py), only the peers of its own precision count (same_precision()): an int8 model beating a
+float32 one is another question.
 """
 
 from pathlib import Path
@@ -9,6 +13,7 @@ from bench.peers import PEER_CLASSES, PEERS
 from common.errors import UserError
 from common.paths import PICS_DIR
 from common.stages import STAGES, find_stage, stage_module
+from common.stages import precision as stage_precision
 
 DEFAULT_IMAGE = PICS_DIR / "cat.png"  # the photo every row classifies
 ALL = "all"
@@ -36,6 +41,16 @@ def select_peers(spec: str) -> list[str]:
     if unknown:
         raise UserError(f"unknown peer {unknown[0]!r}; peers are: {', '.join(PEERS)} (or {ALL}, {NONE})")
     return sorted(set(chosen), key=PEERS.index)
+
+
+def precision(row: str) -> str:
+    """What a row computes in: "float32", "int8" or "bf16" (bench.peers' FLOAT32, INT8, BF16)."""
+    return PEER_CLASSES[row].precision if row in PEER_CLASSES else stage_precision(row)
+
+
+def same_precision(stage: str, peers: list[str]) -> list[str]:
+    """The peers that compute in the stage's precision, in their order."""
+    return [peer for peer in peers if precision(peer) == precision(stage)]
 
 
 def check_stage(name: str) -> str:

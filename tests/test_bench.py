@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.peers import PEERS
 from bench.report import (
     COLUMNS,
     END_TO_END_COLUMNS,
@@ -20,17 +21,20 @@ from bench.report import (
     build_rows,
     markdown_table,
 )
+from bench.rows import build, same_precision
 from common.architecture import resnet50
 from common.cli import DECODERS
 from common.errors import UserError
 from common.image import LOADERS
-from common.paths import PICS_DIR, REPO
-from common.stages import STAGES
+from common.paths import PICS_DIR, REPO, WEIGHTS_DIR
+from common.stages import FASTEST
 from common.trace import attribute, layers
 from common.weights import load_manifest
 
-FASTEST = STAGES[-1]  # each stage is faster than the one before: the cheapest to run here
 PEER = "onnxruntime"
+FLOAT32_PEERS = ("pytorch", "onnxruntime", "openvino")
+INT8_PEERS = ("onnxruntime-int8", "openvino-int8")
+REDUCED_PEERS = ("openvino-bf16", *INT8_PEERS)
 ROUNDS = 2
 BLOCKS = 3  # of the interleaved comparison: enough for quartiles
 PHOTOS = DECODERS  # end to end: passes over the folder, one batch before the clock starts, the rest timed
@@ -168,7 +172,33 @@ def test_report_ratios_follow_the_definitions():
     assert rows["stage2_x"]["time_vs_pytorch"] == pytest.approx(1.0 / 0.05)
     assert rows["stage1_x"]["codegen_compile_s"] == pytest.approx(1.25)
     assert rows["stage1_x"]["gflops"] == pytest.approx(2 * 4.0 / 3.0)
-    assert "| stage2_x | 1000 |" in markdown_table(list(rows.values()))
+    assert "| stage2_x | float32 | 1000 |" in markdown_table(list(rows.values()))
+
+
+def test_every_row_says_its_precision():
+    """A peer says its precision, a stage's folder name ends in it or it is float32; the table shows it."""
+    raw = {"benchmarks": [fake_benchmark(name, kind, [0.01]) for name, kind in [
+        ("stage11_x", "stage"), ("stage13_int8", "stage"), ("openvino", "peer"), ("openvino-bf16", "peer"),
+        ("onnxruntime-int8", "peer"), ("openvino-int8", "peer")]]}
+    rows = {r["name"]: r["precision"] for r in build_rows(raw)}
+    assert rows == {"stage11_x": "float32", "stage13_int8": "int8", "openvino": "float32", "openvino-bf16": "bf16",
+                    "onnxruntime-int8": "int8", "openvino-int8": "int8"}
+    assert "| openvino-int8 | int8 | 10.00 |" in markdown_table(build_rows(raw))
+
+
+def test_a_stage_is_compared_side_by_side_with_the_peers_of_its_precision():
+    assert same_precision(FASTEST, list(PEERS)) == list(FLOAT32_PEERS)
+    assert same_precision("stage13_int8", list(PEERS)) == list(INT8_PEERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer", REDUCED_PEERS)
+def test_reduced_precision_peer_agrees_with_float32(peer, images, reference_logits):
+    """Its top-1 on pics/cat.png is the float32 reference's (the first build quantizes, once per cache)."""
+    cat = PICS_DIR / "cat.png"
+    logits = build(peer, WEIGHTS_DIR, threads=1).forward(images[cat])
+    assert logits.shape == reference_logits[cat].shape and np.isfinite(logits).all()
+    assert int(np.argmax(logits)) == int(np.argmax(reference_logits[cat]))
 
 
 def test_end_to_end_rate_is_photos_over_their_time():

@@ -31,7 +31,7 @@ CELL_SPLIT = re.compile(r"(?<!\\)\|")
 RULE_CELL = re.compile(r"^:?-+:?$")
 PICTURE = "picture.png"
 STAGE_LATENCY = re.compile(r"^\| \[(stage\d+_\w+)\]\([^)]*\) \|[^|]*\| ([\d.]+) ms", re.M)
-PEER_LATENCY = re.compile(r"^\| \*(\w+)\* \(peer\) \|[^|]*\| ([\d.]+) ms", re.M)
+PEER_LATENCY = re.compile(r"^\| \*([\w-]+)\* \(peer\) \|[^|]*\| ([\d.]+) ms", re.M)
 
 
 def name(path: Path) -> str:
