@@ -20,9 +20,11 @@ ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
 KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/kernels
 PREPARED_CACHE := $(dir $(KERNEL_CACHE))prepared
 
-# `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) stage.
-# In number order: stage10 after stage9.
+# `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) float32 stage:
+# the reduced-precision stages (_int8) give answers that differ a little from the reference's. In number order:
+# stage10 after stage9.
 STAGE_DIRS := $(shell cd stages && ls -d stage[0-9]*_* | sort -V)
+FLOAT32_DIRS := $(filter-out %_int8,$(STAGE_DIRS))
 STAGE_GOALS := $(filter stage%,$(MAKECMDGOALS))
 ifneq ($(STAGE_GOALS),)
 STAGE := $(firstword $(filter $(firstword $(STAGE_GOALS))_%,$(STAGE_DIRS)))
@@ -30,19 +32,23 @@ ifeq ($(STAGE),)
 $(error no stage folder matches $(firstword $(STAGE_GOALS)); stages are: $(STAGE_DIRS))
 endif
 else
-STAGE := $(lastword $(STAGE_DIRS))
+STAGE := $(lastword $(FLOAT32_DIRS))
 endif
+# An int8 stage needs its activation ranges, measured once by the float32 reference (in .venv-dev: torch).
+CALIBRATION := $(if $(filter %_int8,$(STAGE)),calibration)
 ARGS ?=
 
-.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source basics digits pictures clean clean-cache $(STAGE_GOALS)
+.PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source tune calibrate calibration basics digits pictures clean clean-cache $(STAGE_GOALS)
 
 help:
-	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest stage ($(lastword $(STAGE_DIRS)))"
+	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest float32 stage ($(lastword $(FLOAT32_DIRS)))"
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
 	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
 	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage (or N)"
 	@echo "make stageN profile          per-layer time table of stage N (ARGS=--vs openvino: beside OpenVINO's nodes)"
 	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
+	@echo "make stageN tune             stage 12 on: time the register tiles on this CPU again, keep the fastest"
+	@echo "make calibrate               measure the int8 stages' activation ranges again (common/calibration.py)"
 	@echo "make stage5 source           the path of stage 5's generated forward pass"
 	@echo "make test                    ruff + pytest (installs torch for the reference)"
 	@echo "make bench [STAGES=3,4]      latency table, JSON and chart of the stages and the peers"
@@ -78,8 +84,19 @@ weights: $(RUNTIME_STAMP)
 verify-weights: $(RUNTIME_STAMP) $(WEIGHTS)
 	@$(PY) -m common.weights
 
-run: $(RUNTIME_STAMP) $(WEIGHTS)
+run: $(RUNTIME_STAMP) $(WEIGHTS) $(CALIBRATION)
 	$(PY) -m stages.$(STAGE) $(IMG) $(ARGS)
+
+# Stage 12 on: time the candidate register tiles on this CPU again and keep the fastest (common/tuning.py).
+tune: $(RUNTIME_STAMP) $(WEIGHTS) $(CALIBRATION)
+	$(PY) -m common.tuning $(STAGE)
+
+# The activation ranges of the int8 stages: measured if missing (calibration), or again (calibrate).
+calibration: $(DEV_STAMP) $(WEIGHTS)
+	@$(DEV_PY) -m common.calibration --if-missing
+
+calibrate: $(DEV_STAMP) $(WEIGHTS)
+	$(DEV_PY) -m common.calibration
 
 # Where in the photo the network found its answer: explain/README.md says what each picture shows.
 explain: $(RUNTIME_STAMP) $(WEIGHTS)
@@ -90,11 +107,11 @@ explain: $(RUNTIME_STAMP) $(WEIGHTS)
 bench: $(DEV_STAMP) $(WEIGHTS)
 	$(DEV_PY) -m bench $(if $(STAGES),--stages $(STAGES)) $(ARGS)
 
-profile: $(DEV_STAMP) $(WEIGHTS)
+profile: $(DEV_STAMP) $(WEIGHTS) $(CALIBRATION)
 	$(DEV_PY) -m bench.profile $(STAGE) $(ARGS)
 
 # Stage 2 on: the packed FMA instructions numba emitted for a stage's kernels.
-asm: $(RUNTIME_STAMP) $(WEIGHTS)
+asm: $(RUNTIME_STAMP) $(WEIGHTS) $(CALIBRATION)
 	$(PY) -m common.asm $(STAGE) $(FUNCTION) $(ARGS)
 
 # Stage 5 on: where the generated source of the forward pass is (it is generated if missing).

@@ -31,8 +31,10 @@ from common.architecture import IMAGE_SIZE
 from common.codegen import without_disk_cache
 from common.stages import stage_module
 
-PACKED_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b.*%(?:ymm|zmm)\d+")
-VECTOR_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b|\bfmla\b")  # x86 (any width) or AArch64 NEON
+# A packed multiply-add: a float32 FMA, or the int8 stage's vpdpbusd (4 byte products per int32 lane, VNNI).
+PACKED_FMA = re.compile(r"\b(?:vf(?:n)?m(?:add|sub)\w*ps|vpdpbusd)\b.*%(?:ymm|zmm)\d+")
+VECTOR_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b|\bvpdpbusd\b|\bfmla\b")  # x86 (any width) or AArch64 NEON
+VNNI_DOT = re.compile(r"\bvpdpbusd\b")
 LABEL = re.compile(r"^\s*[\w.$]+:")
 BRANCH = re.compile(r"^\s*(j\w+|b(\.\w+)?|cbn?z|tbn?z)\s")  # x86 jumps, AArch64 branches: a block ends there
 # An operand in the stack frame, where spilled registers go: x86 (%rsp), AArch64 [sp].
@@ -59,8 +61,9 @@ def packed_fma_lines(dispatcher: CPUDispatcher) -> list[str]:
     return [line.strip() for line in asm.splitlines() if PACKED_FMA.search(line)]
 
 
-def hot_loop(assembly: str) -> list[str]:
-    """The instructions of the basic block (from a label to the next label or branch) with the most vector FMAs."""
+def hot_loop(assembly: str, pattern: re.Pattern = VECTOR_FMA) -> list[str]:
+    """The instructions of the basic block (from a label to the next label or branch) with the most vector FMAs, or
+    the most instructions that `pattern` matches (VNNI_DOT: an int8 kernel, whose output loop has FMAs too)."""
     blocks, block = [], []
     for line in assembly.splitlines():
         if LABEL.match(line):
@@ -72,7 +75,7 @@ def hot_loop(assembly: str) -> list[str]:
                 blocks.append(block)
                 block = []
     blocks.append(block)
-    return max(blocks, key=lambda b: sum(1 for line in b if VECTOR_FMA.search(line)))
+    return max(blocks, key=lambda b: sum(1 for line in b if pattern.search(line)))
 
 
 def loop_counts(loop: list[str]) -> tuple[list[str], int, int]:
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
     functions = stage_functions(model)
     width = max(map(len, functions))
     for name, dispatcher in functions.items():
-        print(f"{name:<{width}} {len(packed_fma_lines(dispatcher)):>5} packed FMA instructions")
+        print(f"{name:<{width}} {len(packed_fma_lines(dispatcher)):>5} packed FMA (or vpdpbusd) instructions")
     chosen = functions.get(args.function) or next((f for n, f in functions.items() if args.function in n), None)
     if chosen is None:
         parser.error(f"{args.stage} has no compiled function {args.function!r}; it has: {', '.join(functions)}")
@@ -139,7 +142,7 @@ def main(argv=None) -> int:
               f"{stack} stack accesses")
         print("\n".join(loop))
         return 0
-    print(f"\npacked FMA instructions in {chosen.py_func.__name__}{choice}:")
+    print(f"\npacked FMA (or vpdpbusd) instructions in {chosen.py_func.__name__}{choice}:")
     print("\n".join(packed_fma_lines(chosen)) or "(none)")
     return 0
 

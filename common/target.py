@@ -63,3 +63,10 @@ def vector_registers(triple: str | None = None, cpu: str = "", features: str = "
         if pattern.search(assembly):
             return bits, registers
     return NO_FMA
+
+
+def target_features() -> set[str]:
+    """The features numba's target CPU has, as LLVM names them ("avx512vnni", "avxvnni", "avx512bf16", ...): those its
+    feature string turns on. An override of the CPU name without a feature string (NUMBA_CPU_NAME=haswell
+    NUMBA_CPU_FEATURES=) gives none: a stage then takes its plain fallback, which is correct on every CPU."""
+    return {feature[1:] for feature in numba_target()[2].split(",") if feature.startswith("+")}

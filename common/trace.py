@@ -7,7 +7,8 @@ compiled functions are not seen, they are part of their caller). `Placer` gives 
 forward order, as common.architecture lists them: a kernel whose name contains "conv" starts the next
 convolution layer, and two of its arrays must be that layer's input and output (HWC, possibly inside a zero
 border or viewed with W and C merged); batch norm, relu and the residual add that follow belong to the
-current layer; then max pool, global average pool and fc. A kernel it cannot place stops it with an error
+current layer (one that runs before the first layer, as the int8 stage's turning the photo into codes, to the
+first); then max pool, global average pool and fc. A kernel it cannot place stops it with an error
 instead of a guess.
 
 Two users, and the stage folders are never changed for either: bench.profile times the calls per layer, and
@@ -35,10 +36,11 @@ JOINS = "joins"  # batch norm, relu, residual add: part of the layer in progress
 WINOGRAD_START = "winograd_input"
 KERNEL_PATTERNS = (
     (r"conv|" + WINOGRAD_START, "conv"), (r"max_?pool", "maxpool"), (r"(avg|average)_?pool", AVGPOOL),
-    (r"fully_connected|fc", "fc"), (r"batch_norm|bn|relu|add|winograd_products|winograd_output", JOINS),
+    (r"fully_connected|fc", "fc"), (r"batch_norm|bn|relu|add|winograd_products|winograd_output|input_codes", JOINS),
 )
 # A stage may keep an activation inside a zero border (the next layer's padding), up to the widest one.
 MAX_BORDER = STEM_PADDING
+CHANNEL_QUAD = 4  # an int8 stage may pad an activation's channels to a multiple of 4 bytes
 # The groups whose outputs `capture` keeps: the stem (conv1, bn, relu, max pool) and the four layer groups.
 # The head (average pool, fc) is "head": its output is the logits.
 STEM, HEAD = "stem", "head"
@@ -97,11 +99,15 @@ def kinds_of(kernel: str) -> list[str]:
 
 def border_of(actual: tuple[int, ...], expected: tuple[int, ...]) -> int | None:
     """The zero border (0..MAX_BORDER) with which an array of shape `actual` holds the HWC activation
-    `expected`, as it is or viewed with its last axes merged (rows read as (H, W*C)); None if it does not."""
+    `expected`, as it is, viewed with its last axes merged (rows read as (H, W*C)), or with its channels padded
+    to a multiple of CHANNEL_QUAD (the int8 stage's photo: 3 channels in 4 bytes); None if it does not."""
     height, width, channels = expected
+    padded = -(-channels // CHANNEL_QUAD) * CHANNEL_QUAD
     return next((border for border in range(MAX_BORDER + 1)
                  if actual[0] == height + 2 * border
-                 and math.prod(actual) == (height + 2 * border) * (width + 2 * border) * channels), None)
+                 and math.prod(actual) in {(height + 2 * border) * (width + 2 * border) * c
+                                           for c in (channels, padded)}),
+                None)
 
 
 def fits(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
@@ -154,8 +160,8 @@ class Placer:
         progress for batch norm, relu and add."""
         kinds = kinds_of(kernel)
         if kinds == [JOINS]:
-            if self.current is None:
-                raise UserError(f"kernel {kernel!r} runs before the first layer; common/trace.py cannot place it")
+            if self.current is None:  # before the first layer: it prepares its input (the int8 photo's codes)
+                return (self.remaining[0],)
             return self.current
         self.current = tuple(take(kind, kernel, arrays, self.remaining) for kind in kinds)
         return self.current

@@ -7,13 +7,15 @@ A picture has two parts. At the top, the loop nest of the stage's convolution (f
 Winograd steps) as a few lines of pseudo-code, the lines that changed from the stage before highlighted.
 Below, a drawing of what the idea changes: how memory is walked, the vector lanes, the weight pool, the
 rotating buffers, the generated source, the split over threads, the fused passes, the register tile, the
-tile order, Winograd's data flow, the tuning's candidate tiles and rounds.
+tile order, Winograd's data flow, the tuning's candidate tiles and rounds, int8's vpdpbusd, byte layouts and
+quantization.
 
 Every number in a picture comes from the code it explains: from the stage's module (its constants, its
 functions, its templates), from common/architecture.py (the shapes) and common/target.py (the vector
 registers of the CPU numba compiles for: the tile of stages 8-11 is drawn as this CPU gets it; stage 12's
-candidates are drawn for two CPUs named to LLVM, AVX-512 and AVX2, so its picture is the same on every machine,
-and nothing measured is drawn, as the tuning's choices differ from CPU to CPU). Where a
+candidates are drawn for two CPUs named to LLVM, AVX-512 and AVX2, and stage 13's vpdpbusd for one with AVX-512
+VNNI, so their pictures are the same on every machine; nothing measured is drawn, as the tuning's choices differ
+from CPU to CPU, nor calibrated: stage 13's units are stand-ins). Where a
 stage decides something layer by layer (which buffer a layer writes, which kernels are generated, the tile
 order, the Winograd size), the stage's own planning code decides it: `planned` runs `Model.plan()` on
 stand-in weights that have the real shapes but hold nothing, so no weights are read and nothing is compiled.
@@ -32,9 +34,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from common.architecture import ResNet50, resnet50, tensor_shapes
+from common.architecture import Conv, ResNet50, resnet50, tensor_shapes
+from common.calibration import tensor_names
 from common.errors import UserError, run_reporting_errors
-from common.export_weights import KERAS_BN_EPS
+from common.export_weights import CAFFE_PREPROCESSING, KERAS_BN_EPS
 from common.paths import REPO
 from common.stages import STAGES, find_stage, stage_module, stage_number
 from common.target import AVX2_TARGET, vector_registers
@@ -84,6 +87,16 @@ X86 = "x86_64-unknown-linux-gnu"
 TUNED_TARGETS = (("AVX-512", "skylake-avx512"), ("AVX2", AVX2_TARGET["NUMBA_CPU_NAME"]))
 SUM_COLOURS = (ACC_COLOUR, "#c7e9c0")  # the sums of a tile's even and odd channel vectors
 ORDINALS = ("first", "second", "third", "fourth")  # a tuning round's candidates
+# stage 13: the CPU its vpdpbusd and tile are drawn for, named to LLVM: Intel's first with AVX-512 VNNI (2019)
+VNNI_TARGET = ("AVX-512 VNNI", "cascadelake")
+QUANTIZED_SEED = 13  # of the synthetic conv whose weights stage 13's picture folds, and of its codes
+SYNTHETIC_QUADS = 2  # that conv's input channels, in quads: the vpdpbusd drawn is its second step
+# Stand-ins for the calibrated ranges of a conv's input, output and residual (calibration's differ per photo set)
+STAND_IN_RANGES = (4.0, 6.0, 8.0)
+CHARACTER_EMS = 0.54  # a wrapped paragraph's characters, wide ones and spaces taken together, per point of its font
+LINE_SPACING = 1.25
+INT32_SHOWN = 3  # int32s drawn at the start of a run of a byte strip, before "..."
+WEIGHTS_SHOWN = 8  # stage 13: one output channel's weights drawn with their codes
 
 
 def short(name: str) -> str:
@@ -177,7 +190,11 @@ class Sheet:
 
 def title(stage: str) -> str:
     """The stage package's docstring: "Stage 8, tiled: a register-tiled conv kernel ..."."""
-    return sys.modules[f"stages.{stage}"].__doc__.strip().rstrip(".")
+    text = sys.modules[f"stages.{stage}"].__doc__.strip().rstrip(".")
+    if not text.startswith(f"Stage {stage_number(stage)},"):  # a package copied from the stage before, say
+        raise UserError(f"stages/{stage}/__init__.py: its docstring, the picture's title, is not stage "
+                        f"{stage_number(stage)}'s: {text!r}")
+    return text
 
 
 def previous(stage: str) -> str:
@@ -233,10 +250,12 @@ class Plan:
         return [e for e in self.emitted if e.conv is not None and e.conv.name == conv_name]
 
 
-def planned(stage: str, choices: dict | None = None) -> Plan:
+def planned(stage: str, choices: dict | None = None, plan=None, **attributes) -> Plan:
     """The stage's Model (stage 4 on) with its forward pass planned as Model() plans it, on a StandInPool,
     recording every kernel the plan emits (stage 5 on) and the conv it was emitted for. A stage that tunes itself
-    (12) plans with `choices`, its Choice by layer shape."""
+    (12 on) plans with `choices`, its Choice by layer shape; `attributes` set (or replace) what else a stage's
+    Model() would have set before planning, and `plan(model)`, if given, plans instead of model.plan() (stage 13:
+    its own planning on stand-in weights)."""
     module = stage_module(stage)
     arch = resnet50(COURSE_VARIANT)
     model = object.__new__(module.Model)
@@ -255,21 +274,26 @@ def planned(stage: str, choices: dict | None = None) -> Plan:
         model.input = model.bordered_buffer(stem.in_size, stem.in_channels, stem.padding)
     else:
         model.input = np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32)
-    plan = Plan(model, pool)
+    vars(model).update(attributes)
+    result = Plan(model, pool)
     planning = [None]
     if hasattr(model, "emit"):
         emit = model.emit
 
         def recording_emit(template, name, arrays, **constants):
-            plan.emitted.append(Emitted(planning[-1], name, constants))
+            result.emitted.append(Emitted(planning[-1], name, constants))
             emit(template, name, arrays, **constants)
 
         model.emit = recording_emit
     for method in ("conv_bn", "conv"):
         if hasattr(model, method):
             setattr(model, method, recording(getattr(model, method), planning))
-    model.plan()
-    return plan
+    if plan is None:
+        model.plan()
+    else:
+        plan(model)
+    result.pool = model.pool
+    return result
 
 
 def recording(plan_conv, planning: list):
@@ -1161,8 +1185,451 @@ def stage12(stage, sheet: Sheet):
                   "in each machine's choice file (the README's table: the Intel Xeon the stage was written on).")
 
 
+def vnni_target(module):
+    """(name, LLVM CPU name, bits, registers, lanes, tiles) of VNNI_TARGET, as the stage would size them there."""
+    name, cpu = VNNI_TARGET
+    bits, registers = vector_registers(X86, cpu, "")
+    if bits not in module.VNNI:
+        raise AssertionError(f"{cpu}: {bits}-bit vectors, which have no vpdpbusd in the stage's VNNI table")
+    lanes = bits // module.FLOAT32_BITS
+    return name, cpu, bits, registers, lanes, module.register_tiles(registers, lanes)
+
+
+def require(source: str, *fragments: str):
+    """The code box draws these lines of a template: they must still be in it."""
+    missing = [f for f in fragments if f not in source]
+    if missing:
+        raise AssertionError(f"the stage's template no longer has {missing}: redraw its code box")
+
+
+def int8_planned(stage: str, choices: dict) -> Plan:
+    """planned() for stage 13, through its own planning on stand-in weights (Model.network, its tuning's): its units
+    and input codes as Model() sets them, with every calibrated range the stand-in STAND_IN_RANGES[0] (calibration
+    is not run) and the photo's codes from input_code on the preprocessing of the course's weights (their
+    manifest's)."""
+    module = stage_module(stage)
+    stem = resnet50(COURSE_VARIANT).stem
+    unit, zero_point = module.input_code(CAFFE_PREPROCESSING)
+    side = stem.in_size + 2 * stem.padding
+    return planned(stage, plan=lambda model: model.network({shape: list(c) for shape, c in choices.items()}),
+                   stand_ins={}, input_unit=unit,
+                   units={name: STAND_IN_RANGES[0] / module.U8_MAX for name in tensor_names(COURSE_VARIANT)},
+                   image=np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32),
+                   input=np.full((side, side, module.quads(stem.in_channels) * module.QUAD), zero_point, np.uint8))
+
+
+def folded(module, conv: Conv, weight, choice, batch_norm=None, **photo):
+    """module.fold on an OIHW weight and a batch norm (gamma, beta, mean, var; by default one that changes nothing);
+    photo: fold's zero_point and unit, for a conv that reads the photo's codes."""
+    out = conv.out_channels
+    gamma, beta, mean, var = batch_norm or (np.ones(out), np.zeros(out), np.zeros(out), np.full(out, 1 - KERAS_BN_EPS))
+    tensors = {f"{conv.name}.weight": weight, f"{conv.bn}.weight": gamma, f"{conv.bn}.bias": beta,
+               f"{conv.bn}.running_mean": mean, f"{conv.bn}.running_var": var}
+    return module.fold(conv, tensors.__getitem__, KERAS_BN_EPS, choice, **photo)
+
+
+def packed_steps(module, conv: Conv, choice) -> list[tuple[str, int]]:
+    """The step in bytes of each index of fold's packing: weights that are all 1 but one -1 are folded, and that
+    one's code (-127) found in the packed bytes, at the origin and one step along each index."""
+    k, quad = conv.kernel, module.QUAD
+
+    def offset(index) -> int:
+        weight = np.ones((conv.out_channels, conv.in_channels, k, k))
+        weight[index] = -1
+        (found,) = np.flatnonzero(folded(module, conv, weight, choice)[0].view(np.int8) < 0)
+        return int(found)
+
+    origin = offset((0, 0, 0, 0))
+    steps = (("group", (choice.block, 0, 0, 0)), ("kh", (0, 0, 1, 0)), ("kw", (0, 0, 0, 1)),
+             (f"ci/{quad}", (0, quad, 0, 0)), ("block", (1, 0, 0, 0)), (str(quad), (0, 1, 0, 0)))
+    return [(name, offset(step) - origin) for name, step in steps]
+
+
+@dataclass
+class Quantized:
+    """The synthetic conv of stage 13's picture (a 1x1 conv of SYNTHETIC_QUADS quads of input channels to one
+    tile's block of output channels), folded by the stage, and one output pixel of it computed as its kernel does."""
+
+    conv: Conv
+    weight: np.ndarray  # OIHW float64, batch norm folded in (as fold computes it, to draw the rounding)
+    codes: np.ndarray  # fold's weight codes as [ci / 4][block][4] s8
+    weight_scale: np.ndarray
+    bias_shift: np.ndarray  # what fold's bias loses when the input is the photo's codes
+    x: np.ndarray  # one pixel's u8 input codes, HWC
+    sums: list  # the lanes' int32 sums after each quad, plain_quads' (one vpdpbusd each)
+    scale: np.ndarray  # Model.conv's multipliers of the sums (out channels), then of the residual
+    bias: np.ndarray  # and its bias, in the output's units
+    residual: np.ndarray  # a residual's u8 codes, HWC
+
+
+def quantized(module, choice, lanes: int) -> Quantized:
+    rng = np.random.default_rng(QUANTIZED_SEED)
+    quad, block = module.QUAD, choice.block
+    conv = Conv("synthetic", "synthetic_bn", SYNTHETIC_QUADS * quad, block, 1, 1, 0, 1, 1)
+    raw = rng.normal(0.0, 0.05, (block, conv.in_channels, 1, 1))
+    batch_norm = (rng.uniform(0.5, 1.5, block), rng.normal(0.0, 0.1, block), rng.normal(0.0, 0.1, block),
+                  rng.uniform(0.5, 1.5, block))
+    packed, weight_scale, bias = folded(module, conv, raw, choice, batch_norm)
+    unit, zero_point = module.input_code(CAFFE_PREPROCESSING)
+    shifted = folded(module, conv, raw, choice, batch_norm, zero_point=zero_point, unit=unit)[2]
+    gamma, _, _, var = batch_norm
+    weight = raw * (gamma / np.sqrt(var + KERAS_BN_EPS))[:, None, None, None]
+    codes = packed.view(np.int8).reshape(SYNTHETIC_QUADS, block, quad)
+    if not np.array_equal(np.rint(weight[:, :, 0, 0] / weight_scale[:, None]),
+                          codes.transpose(1, 0, 2).reshape(block, -1)):
+        raise AssertionError("fold's codes are not the folded weights rounded to their scale")
+    x = rng.integers(0, module.U8_MAX + 1, (1, 1, conv.in_channels)).astype(np.uint8)
+    sums, steps = np.zeros(lanes, np.int32), []
+    for q in range(SYNTHETIC_QUADS):  # the tile kernel's steps for its first pixel and vector: dot_quads' fallback
+        for v in range(0, lanes, module.LANES):
+            module.plain_quads.py_func(sums, v, x.view(np.int32)[0, 0, q], packed, q * block + v)
+        steps.append(sums.copy())
+    products = x[0, 0].astype(np.int64).reshape(SYNTHETIC_QUADS, 1, quad) * codes[:, :lanes]
+    if not np.array_equal(steps[-1], products.sum(axis=(0, 2))):
+        raise AssertionError("plain_quads' sums are not the sums of the codes' products")
+    # Model.conv's arrays for this conv, as the kernel gets them, with the stand-in units
+    model = object.__new__(module.Model)
+    vars(model).update(choices={module.shape_name(conv): choice}, pool={conv.name: (packed, weight_scale, bias)},
+                       kernel_sources={}, calls=[], arrays=[], lines=[], tile_signatures={})
+    residual = rng.integers(0, module.U8_MAX + 1, (1, 1, block)).astype(np.uint8)
+    units = tuple(r / module.U8_MAX for r in STAND_IN_RANGES)
+    model.conv(x, conv, np.empty((1, 1, block), np.uint8), residual, relu=True, units=units)
+    (_, arrays), = model.calls
+    return Quantized(conv, weight, codes, weight_scale, bias - shifted, x, steps, arrays[3], arrays[2], residual)
+
+
+def output_loop(module, q: Quantized, c: int) -> list[float]:
+    """Channel c of the output pixel through the conv template's output loop, in float32 as it runs: the sum, then
+    x scale + bias, + residual x its scale, ReLU, + 0.5, the u8 code."""
+    block = q.conv.out_channels
+    acc = np.float32(q.sums[-1][c]) * q.scale[c] + q.bias[c]
+    with_residual = acc + np.float32(q.residual[0, 0, c]) * q.scale[block]
+    relu = max(with_residual, np.float32(0.0))
+    rounded = relu + np.float32(0.5)
+    return [int(q.sums[-1][c]), float(acc), float(with_residual), float(relu), float(rounded),
+            int(np.uint8(min(rounded, np.float32(module.U8_MAX))))]
+
+
+def bracket(sheet: Sheet, x0, x1, y, text, below=True, size=SMALL, ha="center"):
+    """A square bracket from x0 to x1 at y, opening up (below a row) or down, its text outside it: centred, or
+    from its left end (ha="left")."""
+    d = -0.5 if below else 0.5
+    sheet.ax.plot([x0 + 0.15, x0 + 0.15, x1 - 0.15, x1 - 0.15], [y, y + d, y + d, y], color=EDGE, linewidth=0.9)
+    sheet.text((x0 + x1) / 2 if ha == "center" else x0, y + 2 * d, text, size=size, ha=ha,
+               va="top" if below else "bottom")
+
+
+def paragraph(sheet: Sheet, s: str, x=MARGIN, width=SPAN - 2 * MARGIN, size=FONT, gap=1.0, **kwargs):
+    """Text wrapped to `width` units from (x, sheet.y), top down; moves sheet.y below it and `gap` further."""
+    characters = int(width * POINTS_PER_UNIT / (CHARACTER_EMS * size))
+    lines = [line for part in s.split("\n") for line in textwrap.wrap(part, characters) or [""]]
+    sheet.text(x, sheet.y, "\n".join(lines), size=size, va="top", linespacing=LINE_SPACING, **kwargs)
+    sheet.y -= len(lines) * LINE_SPACING * size / POINTS_PER_UNIT + gap
+
+
+def vpdpbusd(sheet: Sheet, module, q: Quantized, target):
+    """One vpdpbusd: the broadcast quad, the lanes' weight codes, each lane's 4 products added to its int32 sum."""
+    name, cpu, bits, _, lanes, _ = target
+    quad, step = module.QUAD, SYNTHETIC_QUADS - 1
+    channels = range(step * quad, (step + 1) * quad)
+    before, after = q.sums[-2], q.sums[-1]
+    codes = q.codes[step, :lanes]  # [lane][byte]
+    x = q.x[0, 0, step * quad:(step + 1) * quad]
+    paragraph(sheet, f"One vpdpbusd (dot_quads) on {name} ({cpu}, {bits}-bit vectors): in each of its {lanes} int32 "
+              f"lanes, QUAD = {quad} products of a u8 input code and an s8 weight code are added to the lane's sum. "
+              f"Drawn: step q = {step} of a synthetic 1x1 conv ({q.conv.in_channels} -> {q.conv.out_channels} "
+              "channels, seeded weights folded by the stage's fold), for one output pixel:", gap=2.6)
+    label_w, h = 27.0, 2.3
+    x0 = MARGIN + label_w
+    w = (SPAN - MARGIN - x0) / lanes
+    top = sheet.y
+    for j in range(lanes):
+        sheet.text(x0 + (j + 0.5) * w, top + 0.2, f"co {j}", size=SMALL - 1, ha="center", va="bottom")
+    sheet.text(x0 - 1, top + 0.2, "lane j: output channel j", size=SMALL - 1, ha="right", va="bottom")
+    qx = x0 - 8.5
+    sheet.text(MARGIN, top - 2 * h, f"quad = x[h, w, {step}]:\nthe u8 codes of one\npixel's channels "
+               f"{channels[0]}-{channels[-1]}\n(one int32), broadcast\nto every lane", size=SMALL - 0.5, va="center")
+    for k, ci in enumerate(channels):
+        y = top - k * h
+        sheet.box(qx, y, 4.2, h, face=X_COLOUR)
+        sheet.text(qx + 2.1, y - h / 2, str(x[k]), size=SMALL, ha="center")
+        sheet.text(qx + 4.6, y - h / 2, f"ci {ci}  x", size=SMALL - 1.5, va="center", color="0.3")
+        sheet.cells(x0, y, lanes, w, h, [W_COLOUR if j % 2 == 0 else "#fdd0a2" for j in range(lanes)],
+                    [str(c) for c in codes[:, k]], size=SMALL - 0.5)
+    sheet.text(x0 + lanes * w, top - quad * h - 0.25, "s8 weight codes: byte k of lane j, of input channel ci and "
+               "output channel co j", size=SMALL - 1.5, ha="right", va="top", color="0.3")
+    y = top - quad * h - 1.9
+    rows = ((f"sum before (step {step - 1}'s)", before, "white"), (f"+ the {quad} products", after - before, PALE),
+            ("= the lane's int32 sum", after, ACC_COLOUR))
+    for label, values, face in rows:
+        sheet.text(x0 - 1, y - h / 2, label, size=SMALL - 0.5, ha="right")
+        sheet.cells(x0, y, lanes, w, h, face, [f"{v}" for v in values], size=SMALL - 1)
+        y -= h
+    sheet.y = y - 1.2
+    fma = bits // module.FLOAT32_BITS
+    terms = " + ".join(f"{a} x {b}" for a, b in zip(x, codes[0], strict=True))
+    widest = max(resnet50(COURSE_VARIANT).convs, key=lambda c: c.kernel**2 * c.in_channels)
+    longest = widest.kernel**2 * widest.in_channels
+    largest = longest * module.U8_MAX * module.INT8_MAX
+    other = min(module.VNNI)
+    paragraph(sheet, f"Lane 0: {terms} = {after[0] - before[0]}, added to {before[0]}: {after[0]}.\n"
+              f"Per instruction: {lanes} lanes x QUAD {quad} = {lanes * quad} multiply-adds; a float32 FMA: {bits} / "
+              f"FLOAT32_BITS {module.FLOAT32_BITS} = {fma} lanes x 1 = {fma}: {lanes * quad // fma}x (AVX-VNNI, "
+              f"{other} bits: {other // module.FLOAT32_BITS * quad} vs {other // module.FLOAT32_BITS})."
+              f"\nNo sum overflows: the longest, {longest:,} products ({widest.name}: {widest.kernel}x{widest.kernel}"
+              f" x {widest.in_channels}), is at most {longest:,} x {module.U8_MAX} x {module.INT8_MAX} = "
+              f"{largest:,} < 2^31.", size=SMALL, gap=GAP)
+
+
+def byte_strip(sheet: Sheet, x, y, items, cell: float, h: float):
+    """A row of bytes from (x, y), top left: items are (text above, the bytes' labels, face) for an int32 of bytes,
+    or None for "..."; returns the left end of each item."""
+    lefts = []
+    for item in items:
+        lefts.append(x)
+        if item is None:
+            sheet.text(x + 1.3, y - h / 2, "...", size=SMALL, ha="center")
+            x += 2.6
+            continue
+        above, labels, face = item
+        sheet.cells(x, y, len(labels), cell, h, face, labels, size=SMALL - 2, edge="0.6")
+        sheet.box(x, y, len(labels) * cell, h, face="none", edge="0.15")
+        if above:
+            sheet.text(x + len(labels) * cell / 2, y + 0.25, above, size=SMALL - 1.5, ha="center", va="bottom")
+        x += len(labels) * cell
+    return lefts
+
+
+def index_steps(sheet: Sheet, x, y, steps):
+    """Each index of a layout with its step in bytes, outermost first, as a row of boxes from (x, y)."""
+    w, h = 9.5, 3.2
+    sheet.text(x, y - h / 2, "each index's\nstep, in bytes:", size=SMALL - 0.5)
+    x += 13.0
+    for name, step in steps:
+        sheet.box(x, y, w - 0.6, h, face=PALE)
+        sheet.text(x + (w - 0.6) / 2, y - h / 2, f"[{name}]\n{step:,}", size=SMALL - 0.5, ha="center",
+                   linespacing=1.2)
+        x += w
+    sheet.y = y - h - GAP + 0.5
+
+
+def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
+    """fold's packed weights and the HWC u8 activations x (as Model.plan passes them) as the kernel's int32 quads,
+    byte by byte, with each index's step."""
+    _, _, _, _, lanes, _ = target
+    quad, block = module.QUAD, choice.block
+    cell, h = 1.45, 2.2
+    packed_size = conv.kernel**2 * module.quads(conv.in_channels) * quad * conv.out_channels
+    paragraph(sheet, f"The weights of {conv.name} ({conv.kernel}x{conv.kernel}, {conv.in_channels} -> "
+              f"{conv.out_channels} channels) as fold packs them for its {module.label(choice)} tile: "
+              f"[group][kh][kw][ci/{quad}][block][{quad}] bytes, one flat int32 array of "
+              f"{packed_size // quad:,} (in a byte: its input channel ci):", gap=4.4)
+    shown = [*range(INT32_SHOWN), None, lanes - 1, lanes, None, block - 1]
+
+    def run(q, channels):
+        return [None if co is None else (f"co {co}", [str(q * quad + k) for k in range(quad)],
+                                         (W_COLOUR, "#fdd0a2")[q % 2]) for co in channels]
+
+    top = sheet.y
+    lefts = byte_strip(sheet, MARGIN, top, run(0, shown) + run(1, [*range(INT32_SHOWN - 1), None]), cell, h)
+    first, second = lefts[0], lefts[len(shown)]
+    sheet.text(first, top + 2.3, f"ci/{quad} = 0: {block} output channels x {quad} bytes", size=SMALL - 1,
+               va="bottom")
+    sheet.text(second, top + 2.3, f"ci/{quad} = 1", size=SMALL - 1, va="bottom")
+    bracket(sheet, first, lefts[shown.index(lanes - 1)] + quad * cell, top - h - 0.4,
+            f"one vpdpbusd's {lanes * quad} bytes (v = 0)", size=SMALL - 1)
+    bracket(sheet, lefts[shown.index(lanes)], lefts[shown.index(block - 1)] + quad * cell, top - h - 0.4,
+            f"the next one's (v = {lanes})", size=SMALL - 1)
+    index_steps(sheet, MARGIN, top - h - 3.4, packed_steps(module, conv, choice))
+    codes, quads_view = x.view(np.uint8), x.view(np.int32)
+    size, _, channel_quads = quads_view.shape
+    step_h, step_w, step_q = quads_view.strides
+    paragraph(sheet, f"Its input, as Model.plan passes it: HWC u8 codes, {size}x{size}x{channel_quads * quad} "
+              f"with a border of {conv.padding}, which the kernel views as int32 quads x[h][w][ci/{quad}] "
+              f"({size}x{size}x{channel_quads}):", gap=4.4)
+    top = sheet.y
+    pixel = [*range(INT32_SHOWN), None, channel_quads - 1]
+    faces = ((X_COLOUR, "#c6dbef"), ("#c7e9c0", ACC_COLOUR))
+    items = [None if c is None else (f"q {c}", [str(c * quad + k) for k in range(quad)], faces[p][c % 2])
+             for p, quads in enumerate((pixel, [*range(INT32_SHOWN - 1), None])) for c in quads]
+    lefts = byte_strip(sheet, MARGIN, top, items, cell, h)
+    sheet.text(lefts[0], top + 2.3, f"pixel (h, w): {channel_quads * quad} bytes", size=SMALL - 1, va="bottom")
+    sheet.text(lefts[len(pixel)], top + 2.3, "pixel (h, w + 1)", size=SMALL - 1, va="bottom")
+    bracket(sheet, lefts[0], lefts[0] + quad * cell, top - h - 0.4, "one quad: the broadcast", size=SMALL - 1,
+            ha="left")
+    index_steps(sheet, MARGIN, top - h - 3.4, [("h", step_h), ("w", step_w), (f"ci/{quad}", step_q),
+                                                ("byte", codes.strides[-1])])
+
+
+def number_line(sheet: Sheet, x0, x1, y, low: int, high: int, ticks, marks, colour):
+    """An axis of codes from low to high between x0 and x1 at y, its ticks labelled, marks (values) drawn on it;
+    returns the function from a code to its x."""
+    def at(value):
+        return x0 + (float(value) - low) / (high - low) * (x1 - x0)
+
+    sheet.ax.plot([x0, x1], [y, y], color=EDGE, linewidth=1.0)
+    for t in ticks:
+        sheet.ax.plot([at(t)] * 2, [y + 0.4, y - 0.4], color=EDGE, linewidth=1.0)
+        sheet.text(at(t), y - 0.7, str(t), size=SMALL - 1, ha="center", va="top")
+    for value in marks:
+        sheet.ax.plot([at(value)], [y], marker="o", markersize=4.5, color=colour, markeredgecolor="0.2",
+                      markeredgewidth=0.6)
+    return at
+
+
+def quantization(sheet: Sheet, module, q: Quantized, chain: list):
+    """One value's code: an activation's (u8, from the output loop's rounding), a weight's (s8, symmetric)."""
+    half = (SPAN - 2 * MARGIN - GAP) / 2
+    top = sheet.y
+    u8, s8 = module.U8_MAX, module.INT8_MAX
+    # an activation
+    x0 = MARGIN + half + GAP  # the weight's side
+    paragraph(sheet, f"An activation (a ReLU's output): x = s_x x q, q = 0..{u8} (u8), s_x = its tensor's "
+              f"calibrated range / {u8}", width=half - 4, gap=3.6)
+    left = sheet.y
+    sheet.y = top
+    paragraph(sheet, f"A weight (batch norm folded in): w = s_w[o] x q, q = -{s8}..{s8} (s8), s_w[o] = max "
+              f"|w[o]| / {s8}: symmetric, the weight 0 is the code 0", x=x0, width=half, gap=3.6)
+    y = min(left, sheet.y)
+    clip = 0.17 * half
+    at = number_line(sheet, MARGIN + 1, MARGIN + half - clip, y, 0, u8, (0, 64, 128, 192, u8), [chain[3]],
+                     ACC_COLOUR)
+    sheet.box(MARGIN + half - clip + 0.4, y + 0.8, clip - 0.9, 1.6, face="white", edge="#d62728", hatch="///")
+    sheet.text(MARGIN + half - clip / 2, y + 1.1, f"x > range:\n{u8}, clipped", size=SMALL - 1.5, ha="center",
+               va="bottom", color="#d62728")
+    sheet.text(MARGIN + 1, y + 1.0, "q = x / s_x; the code 0 is the value 0", size=SMALL - 1, va="bottom",
+               color="0.3")
+    value, rounded, code = chain[3], chain[4], chain[5]
+    sheet.arrow((at(value) + 2.5, y - 3.4), (at(value) + 0.2, y - 0.6), colour="0.4")
+    sheet.y = y - 3.4
+    paragraph(sheet, f"Rounded as the output loop rounds (the chain below): x / s_x = {value:.2f}, + 0.5 = "
+              f"{rounded:.2f}, to u8 (truncating): q = {code}. Every x within s_x / 2 of {code} s_x gets that code.",
+              x=MARGIN + 1, width=half - 2, size=SMALL)
+    bottom = sheet.y
+    # a weight
+    ws = q.weight_scale[0]
+    weights = q.weight[0, :WEIGHTS_SHOWN, 0, 0]
+    codes = q.codes.transpose(1, 0, 2).reshape(q.conv.out_channels, -1)[0, :WEIGHTS_SHOWN]
+    number_line(sheet, x0 + 1, x0 + half - 1, y, -s8, s8, (-s8, -64, 0, 64, s8), list(codes), W_COLOUR)
+    sheet.text(x0 + 1, y + 1.0, "q = w / s_w[0], rounded: output channel 0 of the synthetic conv", size=SMALL - 1,
+               va="bottom", color="0.3")
+    label_w = 9.0
+    w = (half - label_w) / WEIGHTS_SHOWN
+    ty = y - 3.2
+    for label, values, face in (("w[0, ci]", [f"{v:.4f}" for v in weights], "white"),
+                                ("w / s_w[0]", [f"{v / ws:.2f}" for v in weights], "white"),
+                                ("q = rint", [str(c) for c in codes], W_COLOUR)):
+        sheet.text(x0, ty - 1.0, label, size=SMALL - 1)
+        sheet.cells(x0 + label_w, ty, WEIGHTS_SHOWN, w, 2.0, face, values, size=SMALL - 2)
+        ty -= 2.0
+    sheet.y = ty - 0.7
+    paragraph(sheet, f"s_w[0] = {np.abs(q.weight[0]).max():.4f} / {s8} = {ws:.6f} (fold's scale): rounding moves "
+              "a weight by at most s_w[0] / 2.", x=x0, width=half, size=SMALL)
+    sheet.y = min(sheet.y, bottom) - GAP + 1.0
+
+
+def photo_codes(sheet: Sheet, module, q: Quantized, unit: float, zero_point: int):
+    """The photo's codes: a zero point, and the stem bias's share of it."""
+    u8 = module.U8_MAX
+    paragraph(sheet, f"The photo can be negative: x = unit x (q - zero point), from input_code on the weights' "
+              f"preprocessing: unit = {unit:.4f}, zero point = {zero_point}, so q = 0 is {unit * (0 - zero_point):.1f}"
+              f" and q = {u8} is {unit * (u8 - zero_point):.1f} (the border, q = {zero_point}, is 0). The stem's sums "
+              "then hold zero point x (the sum of each output channel's codes) too; fold takes its share off the "
+              "stem's bias, zero point x unit x s_w[o] x that sum: for channel 0 of the synthetic conv "
+              f"{zero_point} x {unit:.4f} x {q.weight_scale[0]:.6f} x {int(q.codes[:, 0].sum())} = "
+              f"{q.bias_shift[0]:.3f}.", gap=GAP)
+
+
+def output_chain(sheet: Sheet, module, q: Quantized, chain: list, counts: dict):
+    """The conv template's output loop for one channel: int32 sum to the next tensor's u8 code, with its numbers."""
+    block = q.conv.out_channels
+    residual = int(q.residual[0, 0, 0])
+    paragraph(sheet, "One conv's output loop, as the template computes it, for channel 0 of the synthetic conv's "
+              f"pixel, with stand-in ranges {', '.join(f'{r:g}' for r in STAND_IN_RANGES)} for its input, output "
+              "and residual (calibrated ranges differ per photo set):", gap=1.6)
+    steps = (("int32 sum", f"{chain[0]}", ACC_COLOUR),
+             ("float32(sum) x scale[c]\n+ bias[c]", f"{chain[0]} x {q.scale[0]:.6f}\n+ {q.bias[0]:.3f} = "
+              f"{chain[1]:.2f}", PALE),
+             (f"+ residual x scale[co]\n(co = {block}: s_res / s_out)", f"+ {residual} x {q.scale[block]:.4f}\n= "
+              f"{chain[2]:.2f}", PALE),
+             ("ReLU:\nmax(acc, 0)", f"{chain[3]:.2f}", PALE),
+             (f"+ 0.5, min(., {module.U8_MAX}),\nto u8 (truncating)", f"{chain[4]:.2f} -> {chain[5]}", PALE),
+             ("the next tensor's\nu8 code q", f"{chain[5]}", X_COLOUR))
+    gap = 2.6
+    w = (SPAN - 2 * MARGIN - gap * (len(steps) - 1)) / len(steps)
+    h = 4.0
+    top = sheet.y
+    for i, (label, value, face) in enumerate(steps):
+        x = MARGIN + i * (w + gap)
+        sheet.box(x, top, w, h, face=face)
+        sheet.text(x + w / 2, top - h / 2, label, size=SMALL - 0.5, ha="center", linespacing=1.2)
+        sheet.text(x + w / 2, top - h - 0.6, value, size=SMALL - 0.5, ha="center", va="top", linespacing=1.2,
+                   color="0.15")
+        if i:
+            sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
+    sheet.y = top - h - 4.4
+    paragraph(sheet, f"scale[c] = s_x x s_w[c] / s_out and bias[c] / s_out: in the output's codes (Model.conv). In "
+              f"the network (Model.plan): {counts['u8']} of the {counts['convs']} convs write u8 codes; the "
+              f"{counts['float32']} downsample convs write float32 values (no ReLU: they can be negative; s_out = 1);"
+              f" the {counts['residual']} conv3s add a residual, {counts['u8 residual']} as u8 codes, "
+              f"{counts['float32 residual']} as a downsample's float32 (scale[co] = 1 / s_out).", gap=GAP)
+
+
+def stage13(stage, sheet: Sheet):
+    module = stage_module(stage)
+    arch = resnet50(COURSE_VARIANT)
+    target = vnni_target(module)
+    name, cpu, _, _, lanes, tiles = target
+    first = {}
+    for conv in arch.convs:
+        first.setdefault(module.shape_name(conv), conv)
+    choices = {shape: target_candidates(module, conv, tiles)[0] for shape, conv in first.items()}
+    plan = int8_planned(stage, choices)
+    calls = list(zip(plan.emitted, plan.model.calls, strict=True))
+    convs = [(e, arrays) for e, (_, arrays) in calls if e.conv is not None]
+    residuals = [arrays[4].dtype for e, arrays in convs if e.constants["add_residual"]]
+    counts = {"convs": len(convs), "u8": sum(e.constants["quantize"] for e, _ in convs),
+              "float32": sum(not e.constants["quantize"] for e, _ in convs), "residual": len(residuals),
+              "u8 residual": residuals.count(np.uint8), "float32 residual": residuals.count(np.float32)}
+    (photo,) = [e.constants for e in plan.emitted if e.kernel.startswith("input_codes")]
+    example = example_conv(arch)
+    ((_, example_arrays),) = [(e, a) for e, a in convs if e.conv == example]
+    require(module.CONV, "sums = stack_ints({sums})", "x.view(np.int32)",
+            "dot_quads(sums, r * {block} + v, quad, weight, at + v)",
+            "np.float32(sums[r * {block} + c]) * scale[group * {block} + c] + bias[group * {block} + c]",
+            "residual[ho, wo0 + r, group * {block} + c] * scale[{out_channels}]",
+            "min(acc[r, c] + np.float32(0.5), np.float32({u8_max}))")
+    q = quantized(module, module.Choice(*tiles[0]), lanes)
+    chain = output_loop(module, q, 0)
+    quad = module.QUAD
+    candidates = " or ".join(module.label(module.Choice(*tile)) for tile in tiles)
+    sheet.code([
+        (f"rows, block = choices[shape_name(conv)]    # stage 12's tuned tile: {candidates} on {name} ({cpu}), "
+         "int32 sums", False),
+        (f"weight, scale_w, bias = fold(conv, ...)    # s8 codes -{module.INT8_MAX}..{module.INT8_MAX} per output "
+         f"channel, [group][kh][kw][ci/{quad}][block][{quad}]", True),
+        ("for tile in prange(groups * positions):    # stage 12's tile kernel, for every conv: no Winograd", False),
+        ("    sums[rows][block] = 0                  # int32 (stack_ints): in registers", True),
+        (f"    for kh, kw, q in range(ci/{quad}): for r in range(rows): quad = x[ho*s + kh, (wo0 + r)*s + kw, q]  "
+         f"# {quad} u8 codes", True),
+        (f"        for v in range(0, block, {lanes}): dot_quads(sums, r * block + v, quad, weight, at + v)   "
+         "# one vpdpbusd", True),
+        ("    acc = float32(sums) * scale[c] + bias[c]; acc += residual * scale[co]; acc = max(acc, 0)   "
+         "# the output's units", True),
+        (f"    out = u8(min(acc + 0.5, {module.U8_MAX}))   # the next tensor's codes; a downsample conv: float32 acc,"
+         " no ReLU", True),
+        ("photo: codes image / unit + zero point (input_code); fold takes the zero point's share off the stem's "
+         "bias", True),
+    ], f"a conv ({previous(stage)})", size=CODE_FONT - 0.5)
+    vpdpbusd(sheet, module, q, target)
+    int8_layouts(sheet, module, example, choices[module.shape_name(example)], example_arrays[0], target)
+    quantization(sheet, module, q, chain)
+    photo_codes(sheet, module, q, photo["unit"], photo["zero_point"])
+    output_chain(sheet, module, q, chain, counts)
+
+
 DRAWINGS = {1: stage1, 2: stage2, 3: stage3, 4: stage4, 5: stage5, 6: stage6, 7: stage7, 8: stage8, 9: stage9,
-            10: stage10, 11: stage11, 12: stage12}
+            10: stage10, 11: stage11, 12: stage12, 13: stage13}
 
 
 def draw(stage: str, directory: Path | None = None, dpi: int = DPI) -> Path:

@@ -16,7 +16,7 @@ from common.paths import REPO
 from common.stages import STAGES
 from course.pictures import WIDTH, draw, winograd_check
 
-TEST_DPI = 30  # low, so that the eleven pictures take a few seconds
+TEST_DPI = 30  # low, so that drawing every stage's picture takes a few seconds
 IMAGE_LINE = re.compile(r"!\[([^\]]+)\]\(picture\.png\)")
 
 

@@ -1,0 +1,1 @@
+"""Stage 13, int8: weights in 8-bit integers, activations in 8-bit codes, sums in 32-bit integers by VNNI."""
