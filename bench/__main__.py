@@ -13,8 +13,10 @@ with run 0003. bench/README.md explains the options and the columns.
 
 After the rows, the fastest float32 stage chosen is compared with the float32 peers chosen once more, the rows
 taking turns in blocks in one process (bench/interleaved.py): the ratios that decide "faster or not" on a noisy
-machine.
---blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out.
+machine; so is the fastest stage of each reduced precision with the peers of its precision.
+--blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out. Where a
+reduced-precision stage is chosen, bench/accuracy.py then measures what its precision costs, and that of the peers
+of its precision, against the fastest float32 stage on common.photos' evaluation inputs (accuracy.json, .md).
 
 --busy runs that comparison only, with one core kept busy by another process and the stage at 1 thread as one
 more row (bench/interleaved.py, bench/busy.py): is the stage still faster with all its threads than with one?
@@ -104,6 +106,23 @@ def interleaved_run(out: Path, stages: str, blocks: int, passes: int, extra: lis
     return ok
 
 
+def accuracy_run(out: Path, stages: str, extra: list[str]) -> bool:
+    """bench.accuracy for the reduced-precision stages chosen and the peers of their precisions, into out; False if it
+    failed. Nothing to do without a reduced-precision stage."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--peers", default=ALL)
+    shared.add_argument("--threads")
+    options, _ = shared.parse_known_args(extra)
+    reduced = [stage for stage in select_stages(stages) if precision(stage) != FLOAT32]
+    if not reduced:
+        return True
+    rows = reduced + [peer for peer in select_peers(options.peers) if precision(peer) in map(precision, reduced)]
+    command = [sys.executable, "-m", "bench.accuracy", "--rows", ",".join(rows), "--out", str(out)]
+    command += ["--threads", options.threads] if options.threads else []
+    print(f"\nwhat reduced precision costs in accuracy: {', '.join(rows)}", file=sys.stderr)
+    return subprocess.run(command).returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: %(default)s)")
@@ -132,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         return int(code)
     compared = args.no_interleaved or interleaved_run(out, args.stages, args.blocks, args.passes, extra)
+    measured = accuracy_run(out, args.stages, extra)
     avx2 = avx2_run(out, avx2_stages, extra) if avx2_stages else None
     # A failed row (say, a stage whose top-1 disagrees) is left out; the others are still reported.
     reported = report_main([str(out / RAW_JSON), "--out", str(out), *(["--avx2", str(avx2)] if avx2 else [])])
-    return int(code) or reported or int(bool(avx2_stages) and avx2 is None) or int(not compared)
+    return int(code) or reported or int(bool(avx2_stages) and avx2 is None) or int(not compared) or int(not measured)
 
 
 if __name__ == "__main__":
