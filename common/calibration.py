@@ -26,7 +26,9 @@ calibration photos, so it runs once.
 
 import hashlib
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +118,16 @@ def activation_ranges(weights_dir: Path = WEIGHTS_DIR) -> dict[str, float]:
     photos = calibration_photos(manifest["preprocessing"])
     say(f"calibrating: {len(photos)} photos through the float32 reference ...")
     ranges = measure(manifest, weights_dir, photos)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "percentile": RANGE_PERCENTILE,
-                               "photos": [name for name, _ in photos], "ranges": ranges}, indent=1))
-    tmp.replace(path)  # whole or not at all
+    # Whole or not at all, and a name of its own: two processes calibrating at once each write theirs.
+    try:
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", prefix=path.stem, dir=path.parent)
+    except OSError as e:
+        say(f"note: {path.parent} cannot be written ({e.strerror}); the calibration is kept for this run only")
+        return ranges
+    with os.fdopen(fd, "w") as file:
+        json.dump({"format": FORMAT, "percentile": RANGE_PERCENTILE, "photos": [name for name, _ in photos],
+                   "ranges": ranges}, file, indent=1)
+    os.replace(tmp, path)
     return ranges
 
 

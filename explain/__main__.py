@@ -37,7 +37,7 @@ from common.errors import UserError, run_reporting_errors
 from common.image import load_crop, normalize
 from common.labels import top5
 from common.paths import WEIGHTS_DIR
-from common.stages import FASTEST, find_stage, stage_module
+from common.stages import FASTEST, find_stage, precision, stage_module, stage_number
 from common.trace import GROUPS, capture
 from common.weights import load_manifest, load_tensor
 from explain import pictures
@@ -150,10 +150,16 @@ def write_outputs(staging: Path, out_dir: Path, outputs: dict[str, Image.Image |
 
 
 def stage_choice(text: str) -> str:
+    """A float32 stage: the maps are drawn from the activations' values, and a reduced-precision stage keeps codes
+    of them (stage13_int8: u8 codes of per-tensor scales that the trace does not know)."""
     try:
-        return find_stage(text)
+        stage = find_stage(text)
     except UserError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if precision(stage) != "float32":
+        raise argparse.ArgumentTypeError(f"{stage} keeps its activations as {precision(stage)} codes, not values; "
+                                         f"explain a float32 stage (stage{stage_number(FASTEST)} is the fastest)")
+    return stage
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from common.architecture import resnet50
 from common.paths import PICS_DIR, REPO
-from common.stages import FASTEST, STAGES, stage_module
+from common.stages import FASTEST, FLOAT32_STAGES, STAGES, stage_module
 from common.trace import GROUPS, STEM, capture, inside
 from common.weights import load_tensor
 from explain.__main__ import CAM, CAM_NPY, CAM_TOP3, FEATURES, FILTERS, SHEET, main
@@ -72,7 +72,7 @@ def cat(manifest, images, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", FLOAT32_STAGES)  # explain refuses the others: they keep codes, not values
 def test_capture_matches_reference(stage, manifest, cat, record_property):
     from numba.core.dispatcher import Dispatcher
 
@@ -143,6 +143,16 @@ def test_command_writes_every_picture_and_the_map(tmp_path, capsys, cat, record_
     # Again into the same folder: every file replaced, nothing else left there.
     assert main([str(CAT), "-o", str(out), "--stage", FASTEST]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in line["files"])
+
+
+@pytest.mark.parametrize("stage", [stage for stage in STAGES if stage not in FLOAT32_STAGES])
+def test_a_stage_that_keeps_codes_is_refused_in_one_line(stage, tmp_path, capsys):
+    out = tmp_path / "explained"
+    with pytest.raises(SystemExit) as exited:
+        main([str(CAT), "-o", str(out), "--stage", stage])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "codes, not values" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_bad_input_gets_one_line_and_writes_nothing(tmp_path, capsys):

@@ -19,11 +19,13 @@ from common.architecture import resnet50
 from common.paths import REPO, WEIGHTS_DIR
 from common.stages import STAGES, precision, stage_module
 from common.weights import load_manifest, load_tensor
+from tests.test_cli_errors import DROP_READ_OVERRIDE
 
 STAGE = next(stage for stage in STAGES if precision(stage) == "int8")
 model = stage_module(STAGE)
 CHANNEL_QUADS = 24  # input channels / 4 in the toy dot products
 SEED = 13
+READ_ONLY = 0o555
 
 
 def toy_sums(dot):
@@ -158,4 +160,24 @@ def test_without_torch_a_missing_calibration_is_a_one_line_error(weights_copy):
     assert result.returncode != 0
     assert "make calibrate" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(weights_copy.glob("calibration-*"))
+
+
+@pytest.mark.slow
+def test_a_folder_that_cannot_be_written_keeps_the_calibration_in_memory(weights_copy):
+    """Measured, used, and a one-line note; nothing written (as root, in a process without the right to override the
+    folder's permissions)."""
+    script = ("import sys\n"
+              "from common.calibration import activation_ranges\n"
+              "from common.errors import run_reporting_errors\n"
+              f"sys.exit(run_reporting_errors(lambda: print(len(activation_ranges({str(weights_copy)!r})))))")
+    weights_copy.chmod(READ_ONLY)
+    try:
+        result = subprocess.run([*(DROP_READ_OVERRIDE if os.geteuid() == 0 else []), sys.executable, "-c", script],
+                                cwd=REPO, capture_output=True, text=True, env=os.environ)
+    finally:
+        weights_copy.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) == len(calibration.tensor_names(load_manifest(weights_copy)["variant"]))
+    assert "cannot be written" in result.stderr and "Traceback" not in result.stderr
     assert not list(weights_copy.glob("calibration-*"))
