@@ -10,7 +10,7 @@ the closing `<!-- /bench -->`. Block markers end their line, and own whole lines
 - `<!-- bench:table -->`: the run's whole table (bench/results/latest.md), its links made relative to the
   README it lands in;
 - `<!-- bench:stages -->`: the last column (latency) of the README's table of stages;
-- `<!-- bench:accuracy -->`: the accuracy table of the reduced-precision rows (bench/results/accuracy.md, written
+- `<!-- bench:accuracytable -->`: the accuracy table of the reduced-precision rows (bench/results/accuracy.md, written
   by `python -m bench.accuracy`, which `make bench` runs).
 
 Inline markers own a figure inside a sentence, on one line, e.g.
@@ -61,7 +61,7 @@ ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "
 # the newline), inline markers are followed by their figure on the same line. One right after a backtick is
 # quoted in a code span (bench/README.md lists them), not a marker.
 MARKER = re.compile(r"((?<!`)<!-- bench:(\w+)(?: (\S+))? -->(\n?))(.*?)(<!-- /bench -->)", re.S)
-BLOCK_KINDS = ("machine", "measured", "table", "stages", "accuracy")
+BLOCK_KINDS = ("machine", "measured", "table", "stages", "accuracytable")
 # A table row of the top README's stages or peers; group 3 is its last cell's text (the latency), maybe empty.
 STAGE_ROW = re.compile(r"^(\| \[(stage\d+_\w+)\]\([^)\n]*\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
 PEER_ROW = re.compile(r"^(\| \*([\w-]+)\* \(peer\) \|[^|\n]*\|)([^|\n]*)(\|)$", re.M)
@@ -247,9 +247,9 @@ def fill(text: str, sources: Sources, readme: Path) -> str:
             body = relocated(sources.table, readme)
         elif kind == "stages":
             body = stage_latencies(old, sources.summary)
-        elif kind == "accuracy":
+        elif kind == "accuracytable":
             if sources.accuracy is None:
-                raise UserError(f"{readme.name}: bench:accuracy needs bench/results/{ACCURACY_JSON}; "
+                raise UserError(f"{readme.name}: bench:accuracytable needs bench/results/{ACCURACY_JSON}; "
                                 f"run `python -m bench.accuracy`")
             body = sources.accuracy[1]
         else:
