@@ -13,8 +13,9 @@ The range of a tensor on one photo is the RANGE_PERCENTILE-th percentile of its 
 range is the largest of those over the photos. The few values above it are clipped to code 255, and the scale
 that does not stretch to reach them gives every other value finer steps. Measured on the Intel Xeon of 2026-12-02,
 on the 66 evaluation inputs against stage 12, with stage 13 as it was then (its fc layer still float32): with the
-99.999th percentile (below the maximum by 6% for the median tensor, by up to 21%) its top-1 agreed on 98.5% of them and 4.77 of the top 5 on average; with the maximum
-on 97.0%, 4.64; with the 99.9th percentile, which clips too much, on 93.9%, 4.41.
+99.999th percentile (below the maximum by 6% for the median tensor, by up to 21%) its top-1 agreed on 98.5% of
+them and 4.77 of the top 5 on average; with the maximum on 97.0%, 4.64; with the 99.9th percentile, which clips too
+much, on 93.9%, 4.41.
 
 Calibrating is preparation, like exporting the weights, not part of any forward pass; it needs the dev environment
 (torch). Its result is kept next to the weights in calibration-<key>.json, keyed by the weights' manifest and by the
