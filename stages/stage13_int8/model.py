@@ -442,7 +442,9 @@ class Model:
         self.pool = prepared_for(choices, lambda: load_pool(self.manifest, weights_dir, self.arch, self.choices),
                                  self.manifest, weights_dir, Path(__file__))
         self.timings["load weights"] = time.perf_counter() - start
-        self.choice = f"{tuning}, {VECTOR_BITS}-bit vectors"  # shown on the command line's first line
+        # Shown on the command line's first line, with the precision and how its sums are made.
+        sums = f"int32 sums by vpdpbusd ({FEATURE})" if HAS_VNNI else "no VNNI on this CPU: plain integer sums, slow"
+        self.choice = f"int8, {sums}; {tuning}, {VECTOR_BITS}-bit vectors"
         self.kernel_sources = {}  # kernel name -> its source, one per distinct layer shape
         self.lines = []  # the forward pass, one call per step
         self.arrays = []  # what the calls pass: a[i] in the generated source is self.arrays[i]
