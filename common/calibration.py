@@ -41,6 +41,7 @@ from common.weights import MANIFEST, load_manifest, sha256_file
 
 RANGE_PERCENTILE = 99.999  # of a tensor's values on one photo: its range on that photo
 KEY_CHARS = 16  # of the sha256 digest that names a calibration file
+CALIBRATION_PREFIX = "calibration-"  # of the files kept beside the weights' own
 FORMAT = 1  # of the calibration file; a file of another format is measured again
 
 
@@ -55,7 +56,7 @@ def tensor_names(variant: str) -> list[str]:
 
 
 def calibration_path(weights_dir: Path, key: str) -> Path:
-    return Path(weights_dir) / f"calibration-{key}.json"
+    return Path(weights_dir) / f"{CALIBRATION_PREFIX}{key}.json"
 
 
 def calibration_key(weights_dir: Path, photos_key: str) -> str:
