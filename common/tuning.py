@@ -16,10 +16,11 @@ candidates on the machine and keep the winner. A stage that tunes itself gives t
   order and the direct conv instead of Winograd won several layers, and both were slower in the pass
   (stages/stage12_tuned/README.md). One line per shape on stderr shows the result;
 - the choices are kept in the kernel cache (common.codegen.KERNELS_DIR, emptied by `make clean-cache`) in
-  <stage>_tuning_<digest>.json, the digest of the stage's model.py and of common.codegen.machine_key() (the
-  target CPU, numba's, llvmlite's and Python's versions): another CPU or another version is another file, tuned
-  again. A file that cannot be read, or that holds a choice the stage no longer offers, means tuning again, with
-  a one-line note; where the folder cannot be written, the choices are kept in memory, with a note;
+  <stage>_tuning_<digest>.json, the digest of the stage's model.py, of its layer shapes (v1 and v1.5 weights have
+  different ones) and of common.codegen.machine_key() (the target CPU, numba's, llvmlite's and Python's versions):
+  another CPU, another version or the other variant is another file, tuned again. A file that cannot be read, or
+  that holds a choice the stage no longer offers, means tuning again, with a one-line note; where the folder cannot
+  be written, the choices are kept in memory, with a note;
 - `prepared_for`: the prepared weights (common/prepared.py) of a stage whose weight layout follows its choices,
   prepared again when the choices they were packed for are not the current ones.
 
@@ -50,9 +51,11 @@ CHOICES_KEY = "tuned for"  # the prepared pool's entry recording the choices its
 Calls = list[tuple[str, tuple]]
 
 
-def choice_path(generator: Path) -> Path:
-    """The choice file of the stage whose model.py is `generator`, in the kernel cache."""
-    key = codegen.digest("tuning", generator)  # of the generator's source and the machine key
+def choice_path(generator: Path, shapes=()) -> Path:
+    """The choice file of the stage whose model.py is `generator`, for a network of these layer shapes, in the kernel
+    cache. The shapes are part of its name: v1 and v1.5 weights put the stride elsewhere, so their shapes differ,
+    and each keeps a file of its own instead of tuning again every time the other was run last."""
+    key = codegen.digest("tuning " + " ".join(sorted(shapes)), generator)  # with the generator's source, the machine
     return codegen.KERNELS_DIR / f"{generator.parent.name}_tuning_{key}.json"
 
 
@@ -144,7 +147,7 @@ def tuned(generator: Path, candidates: dict[str, list], network: Callable[[dict]
     code (NUMBA_OPT=0, as when its IR is compiled for another CPU) is not timed: it is not the code that runs."""
     if not numba.config.OPT:
         return {shape: options[0] for shape, options in candidates.items()}, "untuned (NUMBA_OPT=0)"
-    path = choice_path(generator)
+    path = choice_path(generator, candidates)
     try:
         return read_choices(path, candidates), "loaded tuning"
     except OSError:
@@ -187,7 +190,8 @@ def retune(spec: str) -> int:
     module = stage_module(stage)
     if not hasattr(module.Model, "tune"):
         raise UserError(f"{stage} does not tune itself (its Model has no tune method)")
-    choice_path(Path(module.__file__)).unlink(missing_ok=True)
+    for path in codegen.KERNELS_DIR.glob(choice_path(Path(module.__file__)).name.rsplit("_", 1)[0] + "_*.json"):
+        path.unlink(missing_ok=True)  # every variant's: the one built next is tuned again
     say(f"{stage}: {module.Model().choice}")
     return 0
 

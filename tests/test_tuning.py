@@ -48,7 +48,7 @@ def toy_tuned(generator: str, compiled: list | None = None) -> dict:
         return types.SimpleNamespace(**kernels, **{f"{shape} fast": lambda: None for shape in CANDIDATES})
 
     choices, said = tuning.tuned(Path(generator), CANDIDATES, network, compile_trials, lambda c: f"option {c[0]}")
-    return {"choices": choices, "said": said, "path": str(tuning.choice_path(Path(generator)))}
+    return {"choices": choices, "said": said, "path": str(tuning.choice_path(Path(generator), CANDIDATES))}
 
 
 @pytest.fixture
@@ -216,3 +216,12 @@ def test_tune_command_refuses_a_stage_that_does_not_tune():
     result = subprocess.run([sys.executable, "-m", "common.tuning", "5"], cwd=REPO, capture_output=True, text=True,
                             timeout=RUN_TIMEOUT_S)
     assert result.returncode == 1 and "does not tune itself" in result.stderr, result.stderr
+
+
+def test_each_network_of_layer_shapes_keeps_a_choice_file_of_its_own(toy):
+    """v1 and v1.5 weights give the same stage other layer shapes: tuning one must not overwrite the other's choices
+    (the test suite runs both, and `make run` would tune again after it)."""
+    generator, _ = toy
+    other = {f"{shape}_v15": options for shape, options in CANDIDATES.items()}
+    assert tuning.choice_path(Path(generator), CANDIDATES) != tuning.choice_path(Path(generator), other)
+    assert tuning.choice_path(Path(generator), CANDIDATES) == tuning.choice_path(Path(generator), dict(CANDIDATES))
