@@ -1,7 +1,8 @@
-"""What reduced precision costs in accuracy: each int8 row's answers against the fastest float32 stage's.
+"""What reduced precision costs in accuracy: each reduced-precision row's answers against the fastest float32 stage's.
 
-The rows are the reduced-precision stages (stage13_int8) and the peers of the same precision (bench/peers.py:
-OpenVINO's and ONNX Runtime's int8 models, quantized on the same calibration photos). The inputs are
+The rows are, by default, the reduced-precision stages (stage13_int8) and peers (bench/peers.py: OpenVINO's and ONNX
+Runtime's int8 models, quantized on the same calibration photos, and OpenVINO in bfloat16); `make bench` takes
+those of its stages' precisions. The inputs are
 common.photos.evaluation_photos(): pics/ and the package photos kept out of calibration, with crops, flips and
 rescales of them, none of them a photo any row was calibrated on. Per row:
 
@@ -32,16 +33,15 @@ from common.cli import positive_int, set_threads
 from common.errors import UserError, run_reporting_errors, say
 from common.labels import TOP_K, softmax
 from common.paths import WEIGHTS_DIR
-from common.stages import FASTEST, STAGES
+from common.stages import FASTEST, PRECISIONS, STAGES
 from common.weights import load_manifest
 
 RESULTS = Path(__file__).parent / "results"
-REDUCED = ("int8",)  # the precisions measured here (bench.rows.precision)
 DEFAULT_THREADS = 2
 
 
 def reduced_rows() -> list[str]:
-    return [row for row in STAGES + list(PEERS) if precision(row) in REDUCED]
+    return [row for row in STAGES + list(PEERS) if precision(row) in PRECISIONS]
 
 
 def compare(logits: np.ndarray, base: np.ndarray) -> dict:
