@@ -21,10 +21,10 @@ KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/k
 PREPARED_CACHE := $(dir $(KERNEL_CACHE))prepared
 
 # `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) float32 stage:
-# the reduced-precision stages (_int8) give answers that differ a little from the reference's. In number order:
+# the reduced-precision stages (_int8, _bf16) give answers that differ a little from the reference's. In number order:
 # stage10 after stage9.
 STAGE_DIRS := $(shell cd stages && ls -d stage[0-9]*_* | sort -V)
-FLOAT32_DIRS := $(filter-out %_int8,$(STAGE_DIRS))
+FLOAT32_DIRS := $(filter-out %_int8 %_bf16,$(STAGE_DIRS))
 STAGE_GOALS := $(filter stage%,$(MAKECMDGOALS))
 ifneq ($(STAGE_GOALS),)
 STAGE := $(firstword $(filter $(firstword $(STAGE_GOALS))_%,$(STAGE_DIRS)))
@@ -145,7 +145,7 @@ digits: $(DEV_STAMP)
 
 # Generated from the project's own constants (course/): the ResNet-50 chapter's tables and pictures (stages/README.md,
 # stages/figures/) and each stage's picture.png.
-pictures: $(DEV_STAMP)
+pictures: $(DEV_STAMP) $(WEIGHTS)
 	$(DEV_PY) -m course.network
 	$(DEV_PY) -m course.pictures
 

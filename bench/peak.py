@@ -1,4 +1,4 @@
-"""The machine's float32 peak and int8 peak, measured: `python -m bench.peak [--threads N]`.
+"""The machine's float32, int8 and bfloat16 peaks, measured: `python -m bench.peak [--threads N]`.
 
 Peak = cores x clock x 2 FMA units x lanes x 2 flops (a fused multiply-add is two), the lanes being the
 float32 lanes of the vector registers the tiled stages compile for (16 with AVX-512, 8 with AVX2). The
@@ -10,7 +10,8 @@ compiled the same way, with their settings and for their target (NUMBA_CPU_NAME 
 The int8 peak is measured the same way, with the int8 stage's vpdpbusd (`dot_quads`: 4 multiply-adds in each int32
 lane) in place of the FMA, and counted in the same unit, two operations per multiply-add: an int8 row's share is of
 this one. The ratio of the two peaks is what int8 can gain at best on this CPU. Without VNNI there is no int8 peak
-(the stage's plain fallback is not a peak of anything).
+(the stage's plain fallback is not a peak of anything). The bfloat16 peak is the bfloat16 stage's vdpbf16ps
+(`dot_pairs`: 2 multiply-adds in each float32 lane) the same way; none without AVX512_BF16.
 """
 
 import argparse
@@ -35,6 +36,9 @@ SUMS = CHAINS * WIDTH
 int8 = stage_module(next(stage for stage in STAGES if precision(stage) == "int8"))
 stack_ints, dot_quads = int8.stack_ints, int8.dot_quads
 MACS_PER_DOT = int8.LANES * int8.QUAD
+# The bfloat16 stage's: LANES lanes of PAIR multiply-adds.
+bf16 = stage_module(next(stage for stage in STAGES if precision(stage) == "bf16"))
+dot_pairs, MACS_PER_PAIR_DOT = bf16.dot_pairs, bf16.LANES * bf16.PAIR
 STEPS = 2_000_000
 REPEATS = 7
 FLOPS_PER_FMA = 2
@@ -72,6 +76,39 @@ def dot_loop(quad, weight, out, steps):
                 dot_quads(sums, r * WIDTH, quad, weight, 0)
         for i in range(SUMS):
             out[thread, i] = sums[i]
+
+
+@njit(parallel=True)
+def pair_loop(pair, weight, out, steps):
+    wide_vectors()
+    for thread in prange(out.shape[0]):
+        wide_vectors()
+        sums = stack_floats(SUMS)
+        for i in range(SUMS):
+            sums[i] = 0.0
+        for _ in range(steps):
+            for r in range(CHAINS):
+                dot_pairs(sums, r * WIDTH, pair, weight, 0)
+        for i in range(SUMS):
+            out[thread, i] = sums[i]
+
+
+def bf16_peak_flops(threads: int) -> float | None:
+    """Best bfloat16 FLOP/s (2 per multiply-add) of `threads` threads, each running its own loop of independent
+    vdpbf16ps; None on a CPU without AVX512_BF16."""
+    if not bf16.HAS_BF16:
+        return None
+    numba.set_num_threads(threads)
+    pair = bf16.bf16_bits(np.zeros(bf16.PAIR)).view(np.int32)  # products of 0: the sums stay 0, never denormal
+    weight = np.full(WIDTH, pair[0], np.int32)
+    out = np.empty((threads, SUMS), np.float32)
+    pair_loop(pair[0], weight, out, 1)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        pair_loop(pair[0], weight, out, STEPS)
+        best = min(best, time.perf_counter() - start)
+    return threads * STEPS * CHAINS * MACS_PER_PAIR_DOT * FLOPS_PER_FMA / best
 
 
 def int8_peak_ops(threads: int) -> float | None:
@@ -124,6 +161,9 @@ def main():
         ops = int8_peak_ops(count)
         print(f"    int8 (vpdpbusd): {ops / 1e9:.1f} GOP/s, {ops / flops:.2f}x the float32 peak" if ops else
               "    int8: no VNNI on this CPU, no int8 peak")
+        bf16_flops = bf16_peak_flops(count)
+        print(f"    bfloat16 (vdpbf16ps): {bf16_flops / 1e9:.1f} GFLOP/s, {bf16_flops / flops:.2f}x the float32 peak"
+              if bf16_flops else "    bfloat16: no AVX512_BF16 on this CPU, no bfloat16 peak")
 
 
 if __name__ == "__main__":

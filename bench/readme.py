@@ -24,6 +24,8 @@ ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, 
 - `<!-- bench:ms ROW -->`: ROW's median latency with its unit (`17.65 ms`);
 - `<!-- bench:value ROW/FIELD -->`: any figure of the row in latest.json that the table has a column for,
   formatted as there (`stage11_winograd4/avx2_median_ms` -> `37.72`, `.../avx2_peak_share` -> `80%`);
+- `<!-- bench:precisionpeak PRECISION -->`: the peak of a reduced precision's dot product measured in the run
+  (int8: vpdpbusd's, `1461 GOP/s`; bf16: vdpbf16ps's, `240 GFLOP/s`);
 - `<!-- bench:fmapeak -->`, `<!-- bench:fmapeak avx2 -->`: the FMA peak measured in the run, or in its AVX2
   build's run (`522 GFLOP/s`);
 - `<!-- bench:ladder STAGE/CLASS -->`, `<!-- bench:ladderms STAGE/CLASS -->`: from the traced run of
@@ -60,6 +62,8 @@ ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "
 # An opening comment, then the owned text up to the closing one: block markers end their line (group 4 is
 # the newline), inline markers are followed by their figure on the same line. One right after a backtick is
 # quoted in a code span (bench/README.md lists them), not a marker.
+# A reduced precision's measured peak: its field in latest.json's machine, and its unit.
+PRECISION_PEAKS = {"int8": ("int8_peak_gops", "GOP/s"), "bf16": ("bf16_peak_gflops", "GFLOP/s")}
 MARKER = re.compile(r"((?<!`)<!-- bench:(\w+)(?: (\S+))? -->(\n?))(.*?)(<!-- /bench -->)", re.S)
 BLOCK_KINDS = ("machine", "measured", "table", "stages", "accuracytable")
 # A table row of the top README's stages or peers; group 3 is its last cell's text (the latency), maybe empty.
@@ -92,6 +96,8 @@ def machine_text(summary: dict) -> str:
             f"in that run (`python -m bench.peak`, {m['vector_bits']}-bit vectors, {m['threads']} threads): "
             f"**{m['peak_gflops']:.0f} GFLOP/s**"
             + (f"; int8 (vpdpbusd) peak **{m['int8_peak_gops']:.0f} GOP/s**" if m.get("int8_peak_gops") else "")
+            + (f"; bfloat16 (vdpbf16ps) peak **{m['bf16_peak_gflops']:.0f} GFLOP/s**" if m.get("bf16_peak_gflops")
+               else "")
             + ".\n")
 
 
@@ -228,6 +234,12 @@ def figure(sources: Sources, kind: str, arg: str | None) -> str:
             raise UserError(f"bench:fmapeak {arg or ''}: the bench run of {summary['datetime']} has no such peak "
                             f"(the argument is empty or {AVX2}; an AVX2 peak needs `make bench ARGS=--avx2`)")
         return f"{machine['peak_gflops']:.0f} GFLOP/s"
+    if kind == "precisionpeak":
+        field, unit = PRECISION_PEAKS.get(arg, (None, None))
+        if field is None or summary["machine"].get(field) is None:
+            raise UserError(f"bench:precisionpeak {arg or ''}: the bench run of {summary['datetime']} has no such peak "
+                            f"(the argument is one of {', '.join(PRECISION_PEAKS)}, measured where the CPU has it)")
+        return f"{summary['machine'][field]:.0f} {unit}"
     raise UserError(f"unknown README marker bench:{kind}")
 
 

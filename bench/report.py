@@ -87,9 +87,11 @@ def latency_benchmarks(raw: dict) -> list[dict]:
 def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
     raw JSON of an AVX2 build's run, its figures for the same stages."""
-    # A row's share of the peak of its precision: float32 rows of the FMA peak, int8 rows of the vpdpbusd peak.
-    peaks = {"float32": raw.get("machine_info", {}).get("peak_gflops"),
-             "int8": raw.get("machine_info", {}).get("int8_peak_gops")}
+    # A row's share of the peak of its precision: float32 rows of the FMA peak, int8 rows of the vpdpbusd peak,
+    # bfloat16 rows of the vdpbf16ps peak.
+    info = raw.get("machine_info", {})
+    peaks = {"float32": info.get("peak_gflops"), "int8": info.get("int8_peak_gops"),
+             "bf16": info.get("bf16_peak_gflops")}
     rows = []
     for bench in latency_benchmarks(raw):
         stats, extra = bench["stats"], bench["extra_info"]
@@ -153,7 +155,7 @@ def machine(raw: dict) -> dict:
         "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
         "family": info["cpu"].get("family"), "model": info["cpu"].get("model"),
         "peak_gflops": info.get("peak_gflops"), "int8_peak_gops": info.get("int8_peak_gops"),
-        "vector_bits": info.get("vector_bits"),
+        "bf16_peak_gflops": info.get("bf16_peak_gflops"), "vector_bits": info.get("vector_bits"),
         "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
     }
 
@@ -221,7 +223,9 @@ def describe(summary: dict) -> str:
             + (f"; measured FMA peak {m['peak_gflops']:.0f} GFLOP/s ({m['vector_bits']}-bit vectors, "
                "python -m bench.peak)" if m.get("peak_gflops") else "")
             + (f", int8 (vpdpbusd) peak {m['int8_peak_gops']:.0f} GOP/s: an int8 row's % of peak is of that one"
-               if m.get("int8_peak_gops") else ""))
+               if m.get("int8_peak_gops") else "")
+            + (f", bfloat16 (vdpbf16ps) peak {m['bf16_peak_gflops']:.0f} GFLOP/s: a bf16 row's % of peak is of that "
+               "one" if m.get("bf16_peak_gflops") else ""))
 
 
 def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None) -> None:

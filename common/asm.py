@@ -31,10 +31,13 @@ from common.architecture import IMAGE_SIZE
 from common.codegen import without_disk_cache
 from common.stages import stage_module
 
-# A packed multiply-add: a float32 FMA, or the int8 stage's vpdpbusd (4 byte products per int32 lane, VNNI).
-PACKED_FMA = re.compile(r"\b(?:vf(?:n)?m(?:add|sub)\w*ps|vpdpbusd)\b.*%(?:ymm|zmm)\d+")
-VECTOR_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b|\bvpdpbusd\b|\bfmla\b")  # x86 (any width) or AArch64 NEON
+# A packed multiply-add: a float32 FMA, the int8 stage's vpdpbusd (4 byte products per int32 lane, VNNI) or the
+# bfloat16 stage's vdpbf16ps (2 bfloat16 products per float32 lane, AVX512_BF16).
+PACKED_FMA = re.compile(r"\b(?:vf(?:n)?m(?:add|sub)\w*ps|vpdpbusd|vdpbf16ps)\b.*%(?:ymm|zmm)\d+")
+# x86 (any width) or AArch64 NEON
+VECTOR_FMA = re.compile(r"\bvf(?:n)?m(?:add|sub)\w*ps\b|\bvpdpbusd\b|\bvdpbf16ps\b|\bfmla\b")
 VNNI_DOT = re.compile(r"\bvpdpbusd\b")
+BF16_DOT = re.compile(r"\bvdpbf16ps\b")
 LABEL = re.compile(r"^\s*[\w.$]+:")
 BRANCH = re.compile(r"^\s*(j\w+|b(\.\w+)?|cbn?z|tbn?z)\s")  # x86 jumps, AArch64 branches: a block ends there
 # An operand in the stack frame, where spilled registers go: x86 (%rsp), AArch64 [sp].
@@ -63,7 +66,8 @@ def packed_fma_lines(dispatcher: CPUDispatcher) -> list[str]:
 
 def hot_loop(assembly: str, pattern: re.Pattern = VECTOR_FMA) -> list[str]:
     """The instructions of the basic block (from a label to the next label or branch) with the most vector FMAs, or
-    the most instructions that `pattern` matches (VNNI_DOT: an int8 kernel, whose output loop has FMAs too)."""
+    the most instructions that `pattern` matches (VNNI_DOT, BF16_DOT: a reduced-precision kernel, whose output loop
+    may have FMAs too)."""
     blocks, block = [], []
     for line in assembly.splitlines():
         if LABEL.match(line):
@@ -131,7 +135,8 @@ def main(argv=None) -> int:
     functions = stage_functions(model)
     width = max(map(len, functions))
     for name, dispatcher in functions.items():
-        print(f"{name:<{width}} {len(packed_fma_lines(dispatcher)):>5} packed FMA (or vpdpbusd) instructions")
+        count = len(packed_fma_lines(dispatcher))
+        print(f"{name:<{width}} {count:>5} packed FMA (or vpdpbusd, vdpbf16ps) instructions")
     chosen = functions.get(args.function) or next((f for n, f in functions.items() if args.function in n), None)
     if chosen is None:
         parser.error(f"{args.stage} has no compiled function {args.function!r}; it has: {', '.join(functions)}")

@@ -36,7 +36,8 @@ JOINS = "joins"  # batch norm, relu, residual add: part of the layer in progress
 WINOGRAD_START = "winograd_input"
 KERNEL_PATTERNS = (
     (r"conv|" + WINOGRAD_START, "conv"), (r"max_?pool", "maxpool"), (r"(avg|average)_?pool", AVGPOOL),
-    (r"fully_connected|fc", "fc"), (r"batch_norm|bn|relu|add|winograd_products|winograd_output|input_codes", JOINS),
+    (r"fully_connected|fc", "fc"),
+    (r"batch_norm|bn|relu|add|winograd_products|winograd_output|input_codes|input_bf16", JOINS),
 )
 # A stage may keep an activation inside a zero border (the next layer's padding), up to the widest one.
 MAX_BORDER = STEM_PADDING

@@ -151,7 +151,8 @@ def write_outputs(staging: Path, out_dir: Path, outputs: dict[str, Image.Image |
 
 def stage_choice(text: str) -> str:
     """A float32 stage: the maps are drawn from the activations' values, and a reduced-precision stage keeps codes
-    of them (stage13_int8: u8 codes of per-tensor scales that the trace does not know)."""
+    of them (stage13_int8: u8 codes of per-tensor scales that the trace does not know; stage14_bf16: bfloat16 bit
+    patterns in uint16 arrays)."""
     try:
         stage = find_stage(text)
     except UserError as e:

@@ -36,7 +36,11 @@ from tests.test_cli_errors import RUN_TIMEOUT_S
 from tests.test_network import check_answer
 
 TILED = [s for s in STAGES if tiled(s)]
-INT8 = next((s for s in STAGES if precision(s) == "int8"), None)
+# The reduced-precision stages' dot product: its instruction, the asm pattern that finds it, the attribute that says
+# whether this CPU has it, and what the header line says of a build without it.
+DOTS = {"int8": ("vpdpbusd", "VNNI_DOT", "HAS_VNNI", "no VNNI on this CPU"),
+        "bf16": ("vdpbf16ps", "BF16_DOT", "HAS_BF16", "no AVX512_BF16 on this CPU")}
+REDUCED = {precision(s): s for s in STAGES if precision(s) in DOTS}  # the first stage of each, by precision
 BUILDS = {"native": {}, "avx2": AVX2_TARGET}
 # What each build's vector FMAs work on: AVX2 has no zmm registers.
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
@@ -46,7 +50,7 @@ NEON = (128, 32)  # bits per register, registers
 # Built from the kernel cache (compiled first if it lacks them), as `make run` would: its tile kernels' inner loops.
 LOOPS_SCRIPT = """
 import json
-from common.asm import VECTOR_FMA, VNNI_DOT, cached_assembly, hot_loop, loop_counts
+from common.asm import BF16_DOT, VECTOR_FMA, VNNI_DOT, cached_assembly, hot_loop, loop_counts
 from common.stages import stage_module
 model = stage_module({stage!r}).Model()
 report = {{name: loop_counts(hot_loop(cached_assembly(getattr(model.kernels, name)), {pattern}))
@@ -68,8 +72,8 @@ def test_avx2_build_matches_reference(stage, reference_logits):
     result = run_python(["-m", f"stages.{stage}", str(PICS_DIR), "--json", "--warmup", "0"], AVX2_TARGET)
     assert result.returncode == 0, result.stderr
     assert "256-bit vectors" in result.stderr, result.stderr  # the header line names the build's choice
-    if precision(stage) == "int8":  # and, for the int8 stage, that Haswell has no VNNI: its sums are plain code
-        assert "no VNNI on this CPU" in result.stderr, result.stderr
+    if precision(stage) in DOTS:  # and, for a reduced-precision stage, that Haswell lacks its dot product
+        assert DOTS[precision(stage)][3] in result.stderr, result.stderr
     answers = {line["image"]: line["top5"] for line in map(json.loads, result.stdout.splitlines())}
     assert len(answers) == len(PICS)
     for path in PICS:
@@ -91,18 +95,25 @@ def test_x86_tile_loops_keep_sums_in_registers(build):
         assert stack == 0, f"{name} ({report['choice']}) spills in its inner loop:\n" + "\n".join(loop)
 
 
+def has_dot(kind: str) -> bool:
+    return kind in REDUCED and getattr(stage_module(REDUCED[kind]), DOTS[kind][2])
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not INT8 or not stage_module(INT8).HAS_VNNI, reason="no int8 stage, or no VNNI on this CPU")
-def test_int8_tile_loops_keep_sums_in_registers():
-    """The int8 stage's int32 sums live in a stack array that the vpdpbusd intrinsic loads and stores: LLVM must
-    turn them into registers (SROA), or every instruction would go through memory. No vector register goes to the
-    stack in the inner loop (a 14-row tile's 14 row addresses may: 2 of them are reloaded from it, measured)."""
-    result = run_python(["-c", LOOPS_SCRIPT.format(stage=INT8, pattern="VNNI_DOT")], {})
+@pytest.mark.parametrize("kind", [pytest.param(kind, marks=pytest.mark.skipif(
+    not has_dot(kind), reason=f"no {kind} stage, or this CPU lacks {DOTS[kind][0]}")) for kind in DOTS])
+def test_reduced_precision_tile_loops_keep_sums_in_registers(kind):
+    """A reduced-precision stage's sums live in a stack array that its dot product's intrinsic (vpdpbusd,
+    vdpbf16ps) loads and stores: LLVM must turn them into registers (SROA), or every instruction would go through
+    memory. No vector register goes to the stack in the inner loop (a 14-row tile's 14 row addresses may: 2 of them
+    are reloaded from it, measured)."""
+    instruction, pattern = DOTS[kind][:2]
+    result = run_python(["-c", LOOPS_SCRIPT.format(stage=REDUCED[kind], pattern=pattern)], {})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["loops"], "no tile kernels"
     for name, (loop, dots, _) in report["loops"].items():
-        assert dots > 0 and all("vpdpbusd" in line for line in loop if VECTOR_FMA.search(line)), "\n".join(loop)
+        assert dots > 0 and all(instruction in line for line in loop if VECTOR_FMA.search(line)), "\n".join(loop)
         spills = [line for line in loop if "(%rsp)" in line and VECTOR_REGISTER.search(line)]
         assert not spills, f"{name} ({report['choice']}) spills sums in its inner loop:\n" + "\n".join(loop)
 

@@ -94,7 +94,7 @@ HAS_VNNI = FEATURE in target_features()
 class Choice(NamedTuple):
     """What the tuning picks for one layer shape, kept as a list of these two in the choice file."""
 
-    rows: int  # output pixels (or Winograd tiles) per register tile
+    rows: int  # output pixels per register tile
     block: int  # output channels per register tile
 
 
