@@ -101,7 +101,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     import openvino
     import torch
 
-    from bench.peak import LANES, bf16_peak_flops, int8_peak_ops, peak_flops
+    from bench.peak import LANES, amx_peak_flops, bf16_peak_flops, int8_peak_ops, peak_flops
 
     machine_info["cores"] = os.cpu_count()
     machine_info["threads"] = config.getoption("threads")
@@ -112,6 +112,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["int8_peak_gops"] = int8_ops / GIGA if int8_ops else None
     bf16_flops = bf16_peak_flops(config.getoption("threads"))  # the bfloat16 rows': vdpbf16ps's; None without it
     machine_info["bf16_peak_gflops"] = bf16_flops / GIGA if bf16_flops else None
+    amx_flops = amx_peak_flops(config.getoption("threads"))  # an AMX row's: tdpbf16ps's; None without AMX
+    machine_info["amx_bf16_peak_gflops"] = amx_flops / GIGA if amx_flops else None
     machine_info["versions"] = {
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

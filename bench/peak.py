@@ -11,7 +11,9 @@ The int8 peak is measured the same way, with the int8 stage's vpdpbusd (`dot_qua
 lane) in place of the FMA, and counted in the same unit, two operations per multiply-add: an int8 row's share is of
 this one. The ratio of the two peaks is what int8 can gain at best on this CPU. Without VNNI there is no int8 peak
 (the stage's plain fallback is not a peak of anything). The bfloat16 peak is the bfloat16 stage's vdpbf16ps
-(`dot_pairs`: 2 multiply-adds in each float32 lane) the same way; none without AVX512_BF16.
+(`dot_pairs`: 2 multiply-adds in each float32 lane) the same way; none without AVX512_BF16. On a CPU with AMX, the
+AMX stage's tdpbf16ps has a peak of its own (`tile_dot`: 16 x 16 sums of 32 products each), measured on tiles
+loaded once: a row that computes on AMX is measured against that one.
 """
 
 import argparse
@@ -39,6 +41,9 @@ MACS_PER_DOT = int8.LANES * int8.QUAD
 # The bfloat16 stage's: LANES lanes of PAIR multiply-adds.
 bf16 = stage_module(next(stage for stage in STAGES if precision(stage) == "bf16"))
 dot_pairs, MACS_PER_PAIR_DOT = bf16.dot_pairs, bf16.LANES * bf16.PAIR
+# The AMX stage's tiles: 4 sum tiles of TILE_ROWS x AMX_N, each tile_dot AMX_K products per sum.
+amx = stage_module(next(stage for stage in STAGES if hasattr(stage_module(stage), "tile_dot")))
+MACS_PER_TILE_DOT = amx.TILE_ROWS * amx.AMX_N * amx.AMX_K
 STEPS = 2_000_000
 REPEATS = 7
 FLOPS_PER_FMA = 2
@@ -111,6 +116,45 @@ def bf16_peak_flops(threads: int) -> float | None:
     return threads * STEPS * CHAINS * MACS_PER_PAIR_DOT * FLOPS_PER_FMA / best
 
 
+@njit(parallel=True)
+def tile_loop(config, data, out, steps):
+    for thread in prange(out.shape[0]):
+        amx.load_tile_config(config)
+        amx.zero_tile(0)
+        amx.zero_tile(1)
+        amx.zero_tile(2)
+        amx.zero_tile(3)
+        amx.load_tile(4, data, 0, amx.TILE_ROW_BYTES)
+        amx.load_tile(5, data, 0, amx.TILE_ROW_BYTES)
+        amx.load_tile(6, data, 0, amx.TILE_ROW_BYTES)
+        amx.load_tile(7, data, 0, amx.TILE_ROW_BYTES)
+        for _ in range(steps):  # 4 independent sums, as the AMX conv kernel keeps
+            amx.tile_dot(0, 4, 5)
+            amx.tile_dot(1, 4, 6)
+            amx.tile_dot(2, 4, 7)
+            amx.tile_dot(3, 4, 5)
+        amx.release_tiles()
+        out[thread] = steps
+
+
+def amx_peak_flops(threads: int) -> float | None:
+    """Best AMX bfloat16 FLOP/s (2 per multiply-add) of `threads` threads, each running its own loop of tdpbf16ps on
+    tiles of zeros; None where this process may not use AMX."""
+    if not amx.HAS_AMX:
+        return None
+    numba.set_num_threads(threads)
+    config = amx.tile_config(amx.TILE_ROWS)
+    data = amx.cache_aligned(np.zeros(amx.TILE_ROWS * amx.TILE_ROW_BYTES, np.uint8))
+    out = np.empty(threads, np.int64)
+    tile_loop(config, data, out, 1)
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        tile_loop(config, data, out, STEPS // amx.SUM_TILES)
+        best = min(best, time.perf_counter() - start)
+    return threads * (STEPS // amx.SUM_TILES) * amx.SUM_TILES * MACS_PER_TILE_DOT * FLOPS_PER_FMA / best
+
+
 def int8_peak_ops(threads: int) -> float | None:
     """Best int8 operations (2 per multiply-add) per second of `threads` threads, each running its own loop of
     independent vpdpbusd; None on a CPU without VNNI."""
@@ -164,6 +208,9 @@ def main():
         bf16_flops = bf16_peak_flops(count)
         print(f"    bfloat16 (vdpbf16ps): {bf16_flops / 1e9:.1f} GFLOP/s, {bf16_flops / flops:.2f}x the float32 peak"
               if bf16_flops else "    bfloat16: no AVX512_BF16 on this CPU, no bfloat16 peak")
+        amx_flops = amx_peak_flops(count)
+        print(f"    AMX bfloat16 (tdpbf16ps): {amx_flops / 1e9:.1f} GFLOP/s, {amx_flops / flops:.2f}x the float32 peak"
+              if amx_flops else "    AMX: not on this CPU (or not allowed), no AMX peak")
 
 
 if __name__ == "__main__":

@@ -251,6 +251,11 @@ class OpenVinoPeer:
         self.timings = {"compile": time.perf_counter() - start}
         if self.precision in OPENVINO_CONV_PRECISIONS:
             self.check_precision(compiled)
+        # Its convolutions' kernels by name: "brgconv_avx512_amx_bf16" where it computes on AMX, whose peak the
+        # row's share of the peak is then of (bench/report.py).
+        kernels = {op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                   if op.get_rt_info()["layerType"].astype(str) == OPENVINO_CONV}
+        self.peak = f"amx-{self.precision}" if any("_amx" in kernel for kernel in kernels) else None
 
     def check_precision(self, compiled) -> None:
         """A row named bf16 or int8 must compute in it: OpenVINO picks each node's precision from what the CPU

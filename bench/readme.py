@@ -25,7 +25,7 @@ ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, 
 - `<!-- bench:value ROW/FIELD -->`: any figure of the row in latest.json that the table has a column for,
   formatted as there (`stage11_winograd4/avx2_median_ms` -> `37.72`, `.../avx2_peak_share` -> `80%`);
 - `<!-- bench:precisionpeak PRECISION -->`: the peak of a reduced precision's dot product measured in the run
-  (int8: vpdpbusd's, `1461 GOP/s`; bf16: vdpbf16ps's, `240 GFLOP/s`);
+  (int8: vpdpbusd's, `1461 GOP/s`; bf16: vdpbf16ps's, `240 GFLOP/s`; amx-bf16: AMX's tdpbf16ps's);
 - `<!-- bench:fmapeak -->`, `<!-- bench:fmapeak avx2 -->`: the FMA peak measured in the run, or in its AVX2
   build's run (`522 GFLOP/s`);
 - `<!-- bench:ladder STAGE/CLASS -->`, `<!-- bench:ladderms STAGE/CLASS -->`: from the traced run of
@@ -63,7 +63,8 @@ ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "
 # the newline), inline markers are followed by their figure on the same line. One right after a backtick is
 # quoted in a code span (bench/README.md lists them), not a marker.
 # A reduced precision's measured peak: its field in latest.json's machine, and its unit.
-PRECISION_PEAKS = {"int8": ("int8_peak_gops", "GOP/s"), "bf16": ("bf16_peak_gflops", "GFLOP/s")}
+PRECISION_PEAKS = {"int8": ("int8_peak_gops", "GOP/s"), "bf16": ("bf16_peak_gflops", "GFLOP/s"),
+                   "amx-bf16": ("amx_bf16_peak_gflops", "GFLOP/s")}
 MARKER = re.compile(r"((?<!`)<!-- bench:(\w+)(?: (\S+))? -->(\n?))(.*?)(<!-- /bench -->)", re.S)
 BLOCK_KINDS = ("machine", "measured", "table", "stages", "accuracytable")
 # A table row of the top README's stages or peers; group 3 is its last cell's text (the latency), maybe empty.
@@ -98,6 +99,8 @@ def machine_text(summary: dict) -> str:
             + (f"; int8 (vpdpbusd) peak **{m['int8_peak_gops']:.0f} GOP/s**" if m.get("int8_peak_gops") else "")
             + (f"; bfloat16 (vdpbf16ps) peak **{m['bf16_peak_gflops']:.0f} GFLOP/s**" if m.get("bf16_peak_gflops")
                else "")
+            + (f"; AMX bfloat16 (tdpbf16ps) peak **{m['amx_bf16_peak_gflops']:.0f} GFLOP/s**"
+               if m.get("amx_bf16_peak_gflops") else "")
             + ".\n")
 
 

@@ -88,10 +88,10 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
     raw JSON of an AVX2 build's run, its figures for the same stages."""
     # A row's share of the peak of its precision: float32 rows of the FMA peak, int8 rows of the vpdpbusd peak,
-    # bfloat16 rows of the vdpbf16ps peak.
+    # bfloat16 rows of the vdpbf16ps peak; a row that says it computes on another unit, of that one's (AMX's).
     info = raw.get("machine_info", {})
     peaks = {"float32": info.get("peak_gflops"), "int8": info.get("int8_peak_gops"),
-             "bf16": info.get("bf16_peak_gflops")}
+             "bf16": info.get("bf16_peak_gflops"), "amx-bf16": info.get("amx_bf16_peak_gflops")}
     rows = []
     for bench in latency_benchmarks(raw):
         stats, extra = bench["stats"], bench["extra_info"]
@@ -111,7 +111,7 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
             **{f"first_answer_{k}_s": (extra.get("first_answer_s") or {}).get(k) for k in ("cold", "warm")},
         })
-        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peaks.get(rows[-1]["precision"]))
+        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peaks.get(extra.get("peak") or rows[-1]["precision"]))
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}
     stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
@@ -155,7 +155,8 @@ def machine(raw: dict) -> dict:
         "cpu": info["cpu"].get("brand_raw", info.get("processor", "unknown")), "cores": info["cores"],
         "family": info["cpu"].get("family"), "model": info["cpu"].get("model"),
         "peak_gflops": info.get("peak_gflops"), "int8_peak_gops": info.get("int8_peak_gops"),
-        "bf16_peak_gflops": info.get("bf16_peak_gflops"), "vector_bits": info.get("vector_bits"),
+        "bf16_peak_gflops": info.get("bf16_peak_gflops"), "amx_bf16_peak_gflops": info.get("amx_bf16_peak_gflops"),
+        "vector_bits": info.get("vector_bits"),
         "threads": info["threads"], "system": f"{info['system']} {info['release']}", **info["versions"],
     }
 
@@ -225,7 +226,9 @@ def describe(summary: dict) -> str:
             + (f", int8 (vpdpbusd) peak {m['int8_peak_gops']:.0f} GOP/s: an int8 row's % of peak is of that one"
                if m.get("int8_peak_gops") else "")
             + (f", bfloat16 (vdpbf16ps) peak {m['bf16_peak_gflops']:.0f} GFLOP/s: a bf16 row's % of peak is of that "
-               "one" if m.get("bf16_peak_gflops") else ""))
+               "one" if m.get("bf16_peak_gflops") else "")
+            + (f", AMX bfloat16 (tdpbf16ps) peak {m['amx_bf16_peak_gflops']:.0f} GFLOP/s: an AMX row's % of peak is "
+               "of that one" if m.get("amx_bf16_peak_gflops") else ""))
 
 
 def write_chart(rows: list[dict], path: Path, title: str, peak_ms: float | None) -> None:

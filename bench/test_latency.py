@@ -91,7 +91,7 @@ def test_latency(row, benchmark, image, threads, manifest, reference_top1, reque
                      f"about {estimate_s * MS_PER_S:.0f} ms")
 
     benchmark.extra_info.update({
-        "kind": kind, "first_answer_s": first,
+        "kind": kind, "first_answer_s": first, "peak": getattr(model, "peak", None),  # an AMX row's: "amx-bf16"
         "setup_s": dict(model.timings), "build_s": build_s, "first_forward_s": first_s,
         "top1": {"class_id": top1, "label": manifest["labels"][top1]},
         "macs": resnet50(manifest["variant"]).macs, "variant": manifest["variant"], "threads": threads,

@@ -40,7 +40,7 @@ TILED = [s for s in STAGES if tiled(s)]
 # whether this CPU has it, and what the header line says of a build without it.
 DOTS = {"int8": ("vpdpbusd", "VNNI_DOT", "HAS_VNNI", "no VNNI on this CPU"),
         "bf16": ("vdpbf16ps", "BF16_DOT", "HAS_BF16", "no AVX512_BF16 on this CPU")}
-REDUCED = {precision(s): s for s in STAGES if precision(s) in DOTS}  # the first stage of each, by precision
+REDUCED = {precision(s): s for s in reversed(STAGES) if precision(s) in DOTS}  # the first of each precision
 BUILDS = {"native": {}, "avx2": AVX2_TARGET}
 # What each build's vector FMAs work on: AVX2 has no zmm registers.
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
