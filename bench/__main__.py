@@ -136,8 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy", action="store_true",
                         help="only the interleaved comparison, with one core kept busy and the stage at 1 thread too")
     args, extra = parser.parse_known_args(argv)
-    try:
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--peers", default=ALL)
+    shared.add_argument("--image", default=str(DEFAULT_IMAGE))
+    options, _ = shared.parse_known_args(extra)
+    try:  # before anything in the results folder is deleted: a mistyped option must not cost the last run's files
         avx2_stages = tiled_stages(args.stages) if args.avx2 else []
+        select_stages(args.stages)
+        select_peers(options.peers)
+        if not Path(options.image).is_file():
+            raise UserError(f"{options.image}: no such file; give --image a photo that exists")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
