@@ -68,34 +68,27 @@ def fma_loop(scale, offset, out, steps):
                 out[thread, r, c] = acc[r, c]
 
 
-@njit(parallel=True)
-def dot_loop(quad, weight, out, steps):
-    wide_vectors()
-    for thread in prange(out.shape[0]):
+def dot_loop_of(stack, dot):
+    """A loop of CHAINS independent dot products `dot` per step, on sums in a `stack` array, in each thread: the
+    int8 stage's (stack_ints, dot_quads) or the bfloat16 stage's (stack_floats, dot_pairs)."""
+    @njit(parallel=True)
+    def dot_loop(operand, weight, out, steps):
         wide_vectors()
-        sums = stack_ints(SUMS)
-        for i in range(SUMS):
-            sums[i] = 0
-        for _ in range(steps):
-            for r in range(CHAINS):
-                dot_quads(sums, r * WIDTH, quad, weight, 0)
-        for i in range(SUMS):
-            out[thread, i] = sums[i]
+        for thread in prange(out.shape[0]):
+            wide_vectors()
+            sums = stack(SUMS)
+            for i in range(SUMS):
+                sums[i] = 0
+            for _ in range(steps):
+                for r in range(CHAINS):
+                    dot(sums, r * WIDTH, operand, weight, 0)
+            for i in range(SUMS):
+                out[thread, i] = sums[i]
+
+    return dot_loop
 
 
-@njit(parallel=True)
-def pair_loop(pair, weight, out, steps):
-    wide_vectors()
-    for thread in prange(out.shape[0]):
-        wide_vectors()
-        sums = stack_floats(SUMS)
-        for i in range(SUMS):
-            sums[i] = 0.0
-        for _ in range(steps):
-            for r in range(CHAINS):
-                dot_pairs(sums, r * WIDTH, pair, weight, 0)
-        for i in range(SUMS):
-            out[thread, i] = sums[i]
+dot_loop, pair_loop = dot_loop_of(stack_ints, dot_quads), dot_loop_of(stack_floats, dot_pairs)
 
 
 def bf16_peak_flops(threads: int) -> float | None:

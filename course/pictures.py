@@ -1435,6 +1435,27 @@ def index_steps(sheet: Sheet, x, y, steps):
     sheet.y = y - h - GAP + 0.5
 
 
+def weight_strip(sheet: Sheet, lanes, block, group, cell, h, unit, instruction, steps):
+    """The first weights of a packed [group][kh][kw][ci/group][block][group] array, `group` values (of `unit`) a
+    cell, over two input-channel groups, with the span one dot product instruction reads and each index's step."""
+    shown = [*range(INT32_SHOWN), None, lanes - 1, lanes, None, block - 1]
+
+    def run(q, channels):
+        return [None if co is None else (f"co {co}", [str(q * group + k) for k in range(group)],
+                                         (W_COLOUR, "#fdd0a2")[q % 2]) for co in channels]
+
+    top = sheet.y
+    lefts = byte_strip(sheet, MARGIN, top, run(0, shown) + run(1, [*range(INT32_SHOWN - 1), None]), cell, h)
+    first, second = lefts[0], lefts[len(shown)]
+    sheet.text(first, top + 2.3, f"ci/{group} = 0: {block} output channels x {group} {unit}", size=SMALL - 1,
+               va="bottom")
+    sheet.text(second, top + 2.3, f"ci/{group} = 1", size=SMALL - 1, va="bottom")
+    bracket(sheet, first, lefts[shown.index(lanes - 1)] + group * cell, top - h - 0.4, instruction, size=SMALL - 1)
+    bracket(sheet, lefts[shown.index(lanes)], lefts[shown.index(block - 1)] + group * cell, top - h - 0.4,
+            f"the next one's (v = {lanes})", size=SMALL - 1)
+    index_steps(sheet, MARGIN, top - h - 3.4, steps)
+
+
 def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
     """fold's packed weights and the HWC u8 activations x (as Model.plan passes them) as the kernel's int32 quads,
     byte by byte, with each index's step."""
@@ -1446,23 +1467,8 @@ def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
               f"{conv.out_channels} channels) as fold packs them for its {module.label(choice)} tile: "
               f"[group][kh][kw][ci/{quad}][block][{quad}] bytes, one flat int32 array of "
               f"{packed_size // quad:,} (in a byte: its input channel ci):", gap=4.4)
-    shown = [*range(INT32_SHOWN), None, lanes - 1, lanes, None, block - 1]
-
-    def run(q, channels):
-        return [None if co is None else (f"co {co}", [str(q * quad + k) for k in range(quad)],
-                                         (W_COLOUR, "#fdd0a2")[q % 2]) for co in channels]
-
-    top = sheet.y
-    lefts = byte_strip(sheet, MARGIN, top, run(0, shown) + run(1, [*range(INT32_SHOWN - 1), None]), cell, h)
-    first, second = lefts[0], lefts[len(shown)]
-    sheet.text(first, top + 2.3, f"ci/{quad} = 0: {block} output channels x {quad} bytes", size=SMALL - 1,
-               va="bottom")
-    sheet.text(second, top + 2.3, f"ci/{quad} = 1", size=SMALL - 1, va="bottom")
-    bracket(sheet, first, lefts[shown.index(lanes - 1)] + quad * cell, top - h - 0.4,
-            f"one vpdpbusd's {lanes * quad} bytes (v = 0)", size=SMALL - 1)
-    bracket(sheet, lefts[shown.index(lanes)], lefts[shown.index(block - 1)] + quad * cell, top - h - 0.4,
-            f"the next one's (v = {lanes})", size=SMALL - 1)
-    index_steps(sheet, MARGIN, top - h - 3.4, packed_steps(module, conv, choice, quad))
+    weight_strip(sheet, lanes, block, quad, cell, h, "bytes", f"one vpdpbusd's {lanes * quad} bytes (v = 0)",
+                 packed_steps(module, conv, choice, quad))
     codes, quads_view = x.view(np.uint8), x.view(np.int32)
     size, _, channel_quads = quads_view.shape
     step_h, step_w, step_q = quads_view.strides
@@ -1953,23 +1959,9 @@ def bf16_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
               f"{conv.out_channels} channels) as fold packs them for its {module.label(choice)} tile: "
               f"[group][kh][kw][ci/{pair}][block][{pair}] bfloat16s, one flat int32 array of {packed_size:,} (a cell: "
               f"one bfloat16, {value_bytes} bytes; in it, its input channel ci):", gap=4.4)
-    shown = [*range(INT32_SHOWN), None, lanes - 1, lanes, None, block - 1]
-
-    def run(q, channels):
-        return [None if co is None else (f"co {co}", [str(q * pair + k) for k in range(pair)],
-                                         (W_COLOUR, "#fdd0a2")[q % 2]) for co in channels]
-
-    top = sheet.y
-    lefts = byte_strip(sheet, MARGIN, top, run(0, shown) + run(1, [*range(INT32_SHOWN - 1), None]), cell, h)
-    first, second = lefts[0], lefts[len(shown)]
-    sheet.text(first, top + 2.3, f"ci/{pair} = 0: {block} output channels x {pair} bfloat16s", size=SMALL - 1,
-               va="bottom")
-    sheet.text(second, top + 2.3, f"ci/{pair} = 1", size=SMALL - 1, va="bottom")
-    bracket(sheet, first, lefts[shown.index(lanes - 1)] + pair * cell, top - h - 0.4,
-            f"one vdpbf16ps's {lanes} pairs, {lanes * pair * value_bytes} bytes (v = 0)", size=SMALL - 1)
-    bracket(sheet, lefts[shown.index(lanes)], lefts[shown.index(block - 1)] + pair * cell, top - h - 0.4,
-            f"the next one's (v = {lanes})", size=SMALL - 1)
-    index_steps(sheet, MARGIN, top - h - 3.4, packed_steps(module, conv, choice, pair, np.int16))
+    weight_strip(sheet, lanes, block, pair, cell, h, "bfloat16s",
+                 f"one vdpbf16ps's {lanes} pairs, {lanes * pair * value_bytes} bytes (v = 0)",
+                 packed_steps(module, conv, choice, pair, np.int16))
     pairs_view = x.view(np.int32)
     size, _, channel_pairs = pairs_view.shape
     step_h, step_w, step_p = pairs_view.strides
