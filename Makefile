@@ -20,11 +20,11 @@ ONNX_TESTDATA := /usr/share/libonnx-testdata/data/node
 KERNEL_CACHE := $(or $(RESNET_CACHE_DIR),$(HOME)/.cache/resnet50-from-scratch)/kernels
 PREPARED_CACHE := $(dir $(KERNEL_CACHE))prepared
 
-# `make stage3 run`: the stageN goal picks the stage; without one, the highest-numbered (fastest) float32 stage:
-# the reduced-precision stages (_int8, _bf16) give answers that differ a little from the reference's. In number order:
-# stage10 after stage9.
+# `make stage3 run`: the stageN goal picks the stage; without one, the fastest float32 stage (common.stages.FASTEST):
+# the reduced-precision stages give answers that differ a little from the reference's. Each stage's record (its
+# __init__.py's STAGE) says what it computes in. In number order: stage10 after stage9.
 STAGE_DIRS := $(shell cd stages && ls -d stage[0-9]*_* | sort -V)
-FLOAT32_DIRS := $(filter-out %_int8 %_bf16,$(STAGE_DIRS))
+FASTEST := $(shell $(PYTHON) -m common.stages fastest)
 STAGE_GOALS := $(filter stage%,$(MAKECMDGOALS))
 ifneq ($(STAGE_GOALS),)
 STAGE := $(firstword $(filter $(firstword $(STAGE_GOALS))_%,$(STAGE_DIRS)))
@@ -32,16 +32,16 @@ ifeq ($(STAGE),)
 $(error no stage folder matches $(firstword $(STAGE_GOALS)); stages are: $(STAGE_DIRS))
 endif
 else
-STAGE := $(lastword $(FLOAT32_DIRS))
+STAGE := $(FASTEST)
 endif
 # An int8 stage needs its activation ranges, measured once by the float32 reference (in .venv-dev: torch).
-CALIBRATION := $(if $(filter %_int8,$(STAGE)),calibration)
+CALIBRATION := $(if $(filter int8,$(shell $(PYTHON) -m common.stages precision $(STAGE))),calibration)
 ARGS ?=
 
 .PHONY: help run explain test lint weights verify-weights setup setup-dev onnx-testdata objdump bench profile asm source tune calibrate calibration basics digits pictures clean clean-cache $(STAGE_GOALS)
 
 help:
-	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest float32 stage ($(lastword $(FLOAT32_DIRS)))"
+	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest float32 stage ($(FASTEST))"
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
 	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
 	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage (or N)"

@@ -29,7 +29,7 @@ from numba.core.registry import CPUDispatcher
 
 from common.architecture import IMAGE_SIZE
 from common.codegen import without_disk_cache
-from common.stages import stage_module
+from common.stages import record, stage_module
 
 # A packed multiply-add: a float32 FMA, the int8 stage's vpdpbusd (4 byte products per int32 lane, VNNI) or the
 # bfloat16 stage's vdpbf16ps (2 bfloat16 products per float32 lane, AVX512_BF16).
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     chosen = functions.get(args.function) or next((f for n, f in functions.items() if args.function in n), None)
     if chosen is None:
         parser.error(f"{args.stage} has no compiled function {args.function!r}; it has: {', '.join(functions)}")
-    choice = f" ({model.choice})" if hasattr(model, "choice") else ""
+    choice = f" ({model.choice})" if record(args.stage).tiles else ""
     if args.loop:
         loop, fmas, stack = loop_report(chosen)
         print(f"\ninner loop of {chosen.py_func.__name__}{choice}: {len(loop)} instructions, {fmas} vector FMAs, "

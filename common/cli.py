@@ -27,6 +27,7 @@ from common.image import IMAGE_SUFFIXES, LOADERS, Photo, images_in, read_photo
 from common.labels import format_top5, top5
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.prefetch import decoded_in_batches
+from common.stages import record
 from common.timing import median_ms, repeat_timed, timed
 from common.weights import load_manifest, verify
 
@@ -107,9 +108,10 @@ def default_pictures() -> Path:
     return PICS_DIR.relative_to(Path.cwd()) if PICS_DIR.is_relative_to(Path.cwd()) else PICS_DIR
 
 
-def main(stage: str, make_model: Callable, argv: list[str] | None = None, threads: bool = False) -> int:
+def main(stage: str, make_model: Callable, argv: list[str] | None = None) -> int:
     """Run a stage's command line. `make_model(weights_dir)` builds the stage's model, which has
     `forward(image_hwc) -> logits` and `timings`, a dict of set-up costs in seconds."""
+    threads = record(stage).threads
     args = parse_args(stage, argv, threads)
     os.environ.setdefault("GOMP_SPINCOUNT", str(OMP_SPIN_ROUNDS))  # read when numba starts its threads
     # A bad photo is reported and skipped inside classify_all; a weights problem ends the run here, also when a
@@ -150,7 +152,7 @@ def classify_all(stage: str, make_model: Callable, args: argparse.Namespace, thr
                 with OtherPrograms() as others:
                     model, build_s = timed(make_model, args.weights)
                 setup = ", ".join(f"{k} {v:.2f} s" for k, v in {"build": build_s, **model.timings}.items())
-                choice = f"{model.choice}; " if hasattr(model, "choice") else ""  # what a stage chose for this CPU
+                choice = f"{model.choice}; " if record(stage).tiles else ""  # what a tiled stage chose for this CPU
                 if threads:
                     choice += thread_choice(args.threads, others)
                 weights = f"{manifest['source']['package']} (ResNet-50 {manifest['variant']})"

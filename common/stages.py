@@ -1,32 +1,43 @@
-"""The stages that exist: every folder stages/stageN_idea with a model.py, in order, and the precision each computes in.
+"""The stages that exist, and what each one is: the record its package declares, `STAGE = Stage(__name__, ...)`.
 
-The stages after the fastest float32 one compute in reduced precision (stage13_int8): their answers differ a
-little from the reference's, so `make run`, `make explain` and the float32 comparisons take FASTEST, the last
-float32 stage, not the last stage.
+A stage is a folder stages/stageN_idea with a model.py; its __init__.py says, in one Stage record, what it computes
+in, whether it runs threads, generates its kernels, chooses a register tile for the CPU and tunes itself, which peak
+its speed is measured against and, where it does not build on the stage numbered before it, which one it builds on.
+The command line, the tests, the benchmark and the pictures read the record; nothing looks into a stage's source.
+
+The stages after the fastest float32 one compute in reduced precision: their answers differ a little from the
+reference's, so `make run`, `make explain` and the float32 comparisons take FASTEST, the last float32 stage, not
+the last stage.
+
+    python -m common.stages fastest          # the folder of FASTEST (the Makefile's default stage)
+    python -m common.stages precision STAGE  # what STAGE computes in
 """
 
 import importlib
+import sys
 
 from common.errors import UserError
 from common.paths import REPO
-
-
-def stage_number(stage: str) -> int:
-    return int(stage.removeprefix("stage").split("_")[0])
-
+from stages import FLOAT32, Stage, stage_number
 
 STAGES = sorted((p.name for p in (REPO / "stages").glob("stage[0-9]*_*") if (p / "model.py").is_file()),
                 key=stage_number)
-PRECISIONS = ("int8", "bf16")  # a reduced-precision stage's folder name ends in one; every other stage: float32
+
+
+def record(stage: str) -> Stage:
+    """The Stage record the stage's package declares."""
+    declared = importlib.import_module(f"stages.{stage}").STAGE
+    if declared.name != stage:  # a package copied from another stage, say
+        raise UserError(f"stages/{stage}/__init__.py declares the record of {declared.name}")
+    return declared
 
 
 def precision(stage: str) -> str:
-    """What the stage computes in: "float32", or its folder name's last part ("int8", "bf16")."""
-    last = stage.rsplit("_", 1)[-1]
-    return last if last in PRECISIONS else "float32"
+    """What the stage computes in: "float32", "int8" or "bf16"."""
+    return record(stage).precision
 
 
-FLOAT32_STAGES = [stage for stage in STAGES if precision(stage) == "float32"]
+FLOAT32_STAGES = [stage for stage in STAGES if precision(stage) == FLOAT32]
 FASTEST = FLOAT32_STAGES[-1]  # the last float32 stage: what make run and make explain run
 
 
@@ -45,15 +56,17 @@ def find_stage(spec: str) -> str:
 
 
 def threaded(stage: str) -> bool:
-    """Does the stage run parallel loops (stage 6 on), so that its command line takes --threads?"""
-    return "threads=True" in (REPO / "stages" / stage / "__main__.py").read_text()
+    return record(stage).threads
 
 
 def generated(stage: str) -> bool:
-    """Does the stage generate its kernels and keep them in the kernel cache (stage 5 on)?"""
-    return hasattr(stage_module(stage).Model, "write_source")
+    return record(stage).generates
 
 
 def tiled(stage: str) -> bool:
-    """Does the stage choose a register tile for the CPU it is compiled for (stage 8 on)?"""
-    return hasattr(stage_module(stage), "TILE_CHOICE")
+    return record(stage).tiles
+
+
+if __name__ == "__main__":
+    question, *stage = sys.argv[1:]
+    print(FASTEST if question == "fastest" else precision(find_stage(stage[0])))

@@ -184,12 +184,12 @@ def prepared_for(choices: dict[str, list], build: Callable[[], dict], manifest: 
 
 def retune(spec: str) -> int:
     """Delete a stage's choice file and build the stage, which tunes it again."""
-    from common.stages import find_stage, stage_module
+    from common.stages import find_stage, record, stage_module
 
     stage = find_stage(spec)
+    if not record(stage).tunes:
+        raise UserError(f"{stage} does not tune itself (its record, stages/{stage}/__init__.py, says so)")
     module = stage_module(stage)
-    if not hasattr(module.Model, "tune"):
-        raise UserError(f"{stage} does not tune itself (its Model has no tune method)")
     for path in codegen.KERNELS_DIR.glob(choice_path(Path(module.__file__)).name.rsplit("_", 1)[0] + "_*.json"):
         path.unlink(missing_ok=True)  # every variant's: the one built next is tuned again
     say(f"{stage}: {module.Model().choice}")

@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage10_winograd.model import Model
 
-sys.exit(main("stage10_winograd", Model, threads=True))
+sys.exit(main("stage10_winograd", Model))

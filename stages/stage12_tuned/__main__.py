@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage12_tuned.model import Model
 
-sys.exit(main("stage12_tuned", Model, threads=True))
+sys.exit(main("stage12_tuned", Model))

@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage13_int8.model import Model
 
-sys.exit(main("stage13_int8", Model, threads=True))
+sys.exit(main("stage13_int8", Model))

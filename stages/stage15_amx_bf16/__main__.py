@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage15_amx_bf16.model import Model
 
-sys.exit(main("stage15_amx_bf16", Model, threads=True))
+sys.exit(main("stage15_amx_bf16", Model))

@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage7_fused.model import Model
 
-sys.exit(main("stage7_fused", Model, threads=True))
+sys.exit(main("stage7_fused", Model))

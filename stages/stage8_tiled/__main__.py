@@ -3,4 +3,4 @@ import sys
 from common.cli import main
 from stages.stage8_tiled.model import Model
 
-sys.exit(main("stage8_tiled", Model, threads=True))
+sys.exit(main("stage8_tiled", Model))
