@@ -14,7 +14,9 @@ from PIL import Image
 
 from common.paths import REPO
 from common.stages import STAGES
-from course.pictures import WIDTH, draw, winograd_check
+from course.pictures import draw
+from course.pictures.shared import WIDTH
+from course.pictures.stages10_11 import winograd_check
 
 TEST_DPI = 30  # low, so that drawing every stage's picture takes a few seconds
 IMAGE_LINE = re.compile(r"!\[([^\]]+)\]\(picture\.png\)")
