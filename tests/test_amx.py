@@ -2,7 +2,8 @@
 row taps (its packed weights, read the way the AMX kernel reads them, give the stem's direct conv), one tdpbf16ps
 through the intrinsics (on a CPU that lets this process use AMX), and the whole stage without AMX (numba compiling
 for this CPU minus its AMX features), which must say so and still give the reference's answers. The whole network
-on AMX against the reference is in tests/test_network.py.
+on AMX against the reference is in tests/test_network.py; the generated kernels' statements, on any CPU, in
+tests/test_amx_emulator.py.
 """
 
 import json
