@@ -7,9 +7,10 @@ its argument types and the target CPU, but not on the settings numba compiled it
 optimisation level, loop and SLP vectorizers) nor on the source of the @intrinsic functions it calls,
 and a damaged cache file makes it raise. So here:
 - every kernel is a module of its own, whose file name carries a digest of everything that changes its
-  machine code: its source, the generator's own source (the stage's model.py, which holds its intrinsics
-  and the compile settings it switches), numba's and llvmlite's versions, Python's, the target (CPU name
-  and features, after NUMBA_CPU_NAME / NUMBA_CPU_FEATURES) and numba's compile settings. Another value of
+  machine code: its source, the generator's own source (`generator_source`: the stage's model.py and the
+  shared modules whose intrinsics and packing the stages import, SHARED_GENERATORS), numba's and llvmlite's
+  versions, Python's, the target (CPU name and features, after NUMBA_CPU_NAME / NUMBA_CPU_FEATURES), numba's
+  compile settings and its thread count. Another value of
   any of them is another file, with cache entries of its own; the same kernel in two forward passes (the
   v1 and v1.5 variants share most layer shapes) is one file, compiled once. The forward pass is one more
   module, which imports the kernels and calls them in order;
@@ -44,36 +45,41 @@ from pathlib import Path
 
 import llvmlite
 import numba
-from numba.core.registry import cpu_target
 
 from common.errors import say
 from common.paths import CACHE_DIR, REPO
+from common.target import numba_target
 
 KERNELS_DIR = CACHE_DIR / "kernels"
 DIGEST_CHARS = 16
-# numba.config settings that change the machine code of a kernel compiled with them.
+# numba.config settings that change the machine code of a kernel compiled with them (a kernel may read the thread
+# count as a constant).
 COMPILE_SETTINGS = ("OPT", "LOOP_VECTORIZE", "SLP_VECTORIZE", "ENABLE_AVX", "BOUNDSCHECK", "DEBUGINFO_DEFAULT",
-                    "LLVM_REFPRUNE_PASS")
+                    "LLVM_REFPRUNE_PASS", "NUMBA_NUM_THREADS")
+# The shared modules a stage's kernels and packed weights depend on, besides the stage's model.py: the intrinsics the
+# kernels call, and what packs the weights of the stages that import their packing.
+SHARED_GENERATORS = tuple(Path(__file__).parent / name for name in ("intrinsics.py", "tiles.py",
+                                                                      "winograd.py", "bf16.py"))
 NUMBA_CACHE_SUFFIXES = (".nbi", ".nbc")
 DO_NOT_EDIT = "Do not edit: kept in the kernel cache (common/codegen.py), named after its content."
 # Processes that compile a stage's kernels at once: one per core this process may run on.
 COMPILE_PROCESSES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def target() -> tuple[str, str, str]:
-    """(triple, CPU name, CPU features) that numba compiles for, overrides included: its cache's own key."""
-    return cpu_target.target_context.codegen().magic_tuple()
-
-
 def machine_key() -> str:
     """Everything besides the source that changes what numba makes of it, as one line of text."""
     settings = {name: str(getattr(numba.config, name)) for name in COMPILE_SETTINGS}
     versions = (numba.__version__, llvmlite.__version__, platform.python_version())
-    return repr((versions, target(), sorted(settings.items())))
+    return repr((versions, numba_target(), sorted(settings.items())))
+
+
+def generator_source(generator: Path) -> str:
+    """The text of what generates a stage's kernels and packs its weights: its model.py and SHARED_GENERATORS."""
+    return "\0".join(path.read_text() for path in (generator, *SHARED_GENERATORS))
 
 
 def digest(source: str, generator: Path) -> str:
-    parts = (source, generator.read_text(), machine_key())
+    parts = (source, generator_source(generator), machine_key())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:DIGEST_CHARS]
 
 

@@ -12,11 +12,12 @@ touches it, and pages already in the operating system's file cache are not read 
 
 The digest covers everything the arrays are computed from: the weights' manifest (it holds every tensor's
 sha256), each tensor file's size and modification time (so a file replaced behind the manifest's back is read
-again, and its damage found, as without this cache), the stage's model.py and the CPU numba compiles for (the
-tile, and so the packed layout, follows its vector registers: common.target). An entry that cannot be read is prepared
-again, one line says so; where the cache folder cannot be written, the pool is computed at every start. A stage keeps
-its KEEP_ENTRIES most recently used entries (each variant of the weights and each CPU target is one; an edit of
-model.py makes another): older ones are deleted when a new one is saved.
+again, and its damage found, as without this cache), the stage's model.py with the shared modules it packs with
+(common.codegen.generator_source) and the CPU numba compiles for (the tile, and so the packed layout, follows its
+vector registers: common.target). An entry that cannot be read is prepared again, one line says so; where the cache
+folder cannot be written, the pool is computed at every start. A stage keeps its KEEP_ENTRIES most recently used
+entries (each variant of the weights and each CPU target is one; an edit of model.py makes another): older ones are
+deleted when a new one is saved.
 """
 
 import contextlib
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.codegen import DIGEST_CHARS, target, writable
+from common.codegen import DIGEST_CHARS, generator_source, writable
 from common.errors import say
 from common.paths import CACHE_DIR
-from common.target import vector_registers
+from common.target import numba_target, vector_registers
 from common.weights import tensor_path
 
 PREPARED_DIR = CACHE_DIR / "prepared"
@@ -52,8 +53,8 @@ Pool = dict[str, np.ndarray | tuple[np.ndarray, ...]]
 def entry_name(manifest: dict, weights_dir: Path, generator: Path) -> str:
     """<stage>_<digest> of what the pool is computed from. Raises OSError for a missing tensor file."""
     files = [os.stat(tensor_path(name, weights_dir)) for name in manifest["tensors"]]
-    stamps = [FORMAT, manifest, [(f.st_size, f.st_mtime_ns) for f in files], generator.read_text(), target(),
-              vector_registers()]
+    stamps = [FORMAT, manifest, [(f.st_size, f.st_mtime_ns) for f in files], generator_source(generator),
+              numba_target(), vector_registers()]
     return f"{generator.parent.name}_{hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:DIGEST_CHARS]}"
 
 

@@ -4,6 +4,11 @@ Every load checks the file against the manifest cheaply (it exists, its size, sh
 match); the sha256 of every file is checked at export and on request (``verify``, the stages'
 ``--verify-weights``, ``python -m common.weights``), because hashing 100 MB on every run would cost
 more than some stages' whole inference.
+
+What the stages do with the tensors, taught where it is introduced and imported from here after: `load_tensors`,
+stage 3's pool (every weight read once, before inference, conv weights in the OHWI layout its kernels read), for
+stages 4-6; `fold_batch_norm`, stage 7's batch norm folded into its conv, and `folded_pool`, stage 7's pool of
+folded convs, for stages 8-15.
 """
 
 import argparse
@@ -98,6 +103,38 @@ def load_tensor(name: str, manifest: dict, weights_dir: Path = WEIGHTS_DIR) -> n
         raise WeightsError(f"{path}: shape {array.shape} {array.dtype}, manifest says "
                            f"{tuple(entry['shape'])} {entry['dtype']}; {RERUN}")
     return array
+
+
+def load_tensors(manifest, weights_dir):
+    """Every tensor by name, in the layout the kernels want: conv weights OHWI, the rest as exported."""
+    pool = {}
+    for name in manifest["tensors"]:
+        tensor = load_tensor(name, manifest, weights_dir)
+        if tensor.ndim == 4:
+            tensor = np.ascontiguousarray(tensor.transpose(0, 2, 3, 1))  # OIHW -> OHWI
+        pool[name] = tensor
+    return pool
+
+
+def fold_batch_norm(conv, tensors, eps) -> tuple[np.ndarray, np.ndarray]:
+    """OIHW conv weight and its batch norm -> (weight with the batch norm's scale in it, bias (out,)), in float64:
+    a stage rounds them once, to its precision, so folding adds no error of its own. `tensors(name)` reads one."""
+    weight = tensors(f"{conv.name}.weight").astype(np.float64)
+    gamma, beta, mean, var = (tensors(f"{conv.bn}.{part}").astype(np.float64)
+                              for part in ("weight", "bias", "running_mean", "running_var"))
+    scale = gamma / np.sqrt(var + eps)
+    return weight * scale[:, None, None, None], beta - mean * scale  # OIHW
+
+
+def folded_pool(manifest, weights_dir, fold, fold_fc=lambda weight, bias: (weight, bias)) -> dict:
+    """Every conv as fold(conv, tensors, eps) by conv name, and "fc" as fold_fc(weight, bias) (as exported, by
+    default)."""
+    def tensors(name):
+        return load_tensor(name, manifest, weights_dir)
+
+    pool = {conv.name: fold(conv, tensors, manifest["bn_eps"]) for conv in resnet50(manifest["variant"]).convs}
+    pool["fc"] = fold_fc(tensors("fc.weight"), tensors("fc.bias"))
+    return pool
 
 
 def verify(weights_dir: Path = WEIGHTS_DIR) -> int:

@@ -23,14 +23,13 @@ from the CPU as the tile is); without VNNI a plain integer loop does the same, c
 its transforms turn codes into sums and differences that no longer fit in a byte, and with 4 times the
 multiply-adds per instruction the direct 3x3 conv gains more than Winograd saved.
 
-Everything else is stage 12's: the tuned register tile (its int32 sums take the place of the float sums), the
-tile-threaded conv kernel, folded batch norm, fused output loop, generated source, buffers and pool.
+Everything else is stage 12's, imported: the tuned register tile (its int32 sums take the place of the float sums;
+common/tiles.py, common/model.py), the tile-threaded conv kernel, folded batch norm, fused output loop, generated
+source, buffers and pool. bench.peak measures vpdpbusd's peak with common/intrinsics.py's copy of dot_quads.
 """
 
-import contextlib
-import time
+from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -39,47 +38,16 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from common.architecture import Bottleneck, Conv, resnet50
+from common.architecture import Bottleneck, Conv, ResNet50, resnet50
 from common.calibration import activation_ranges
-from common.codegen import load_module, write_modules
-from common.paths import WEIGHTS_DIR
-from common.target import target_features, vector_registers
-from common.tuning import prepared_for, tuned
-from common.weights import load_manifest, load_tensor
+from common.intrinsics import LANES, VECTOR_BITS
+from common.kernels import NUM_BUFFERS
+from common.model import Compiled, Tuning
+from common.planner import Plan, Planner, rotate
+from common.target import target_features
+from common.tiles import TILES, Choice, label, shape_name
+from common.weights import fold_batch_norm, folded_pool
 
-NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
-FLOAT32_BITS = 32
-ROWS = 7  # stage 11's output pixels per tile: divides every output width of ResNet-50 (112, 56, 28, 14, 7)
-ROW_CHOICES = (ROWS, 2 * ROWS)  # the tuning's: 14 divides the output widths of layers 1-3 and of the stem
-
-
-def channel_vectors(registers: int) -> int:
-    """Vectors of output channels per tile row: the most, a power of 2, for which ROWS x vectors sums, one step's
-    weight vectors and its broadcast input fit the registers: 2 of 32 (14 + 2 + 1), 1 of 16 (AVX2: 7 + 1 + 1)."""
-    vectors = 1
-    while (ROWS + 1) * 2 * vectors + 1 <= registers:
-        vectors *= 2
-    return vectors
-
-
-# The vector registers of the CPU numba compiles for (common.target): 512 bits x 32 with AVX-512, 256 x 16
-# with AVX2, 128 x 32 with ARM's NEON. The tile is chosen for them, once, when the stage is imported.
-VECTOR_BITS, VECTOR_REGISTERS = vector_registers()
-LANES = VECTOR_BITS // FLOAT32_BITS  # float32 lanes in one vector register
-BLOCK = channel_vectors(VECTOR_REGISTERS) * LANES  # stage 11's output channels per tile: 32, 8 or 8, dividing 64
-
-
-def register_tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
-    """(rows, channels) of the tiles of stage 11's channel_vectors whose rows x vectors sums, one step's weight vectors
-    and its broadcast input fit the registers: 7x32 and 14x32 (14 x 2 + 2 + 1 = 31) of 32 registers of 16 lanes
-    (AVX-512), 7x8 and 14x8 of 16 of 8 (AVX2). Tiles of fewer channel vectors (7x16, 14x16, 28x16 on AVX-512) were
-    never the fastest when measured (README); none of 48 channels: 48 divides no channel count of ResNet-50."""
-    vectors = channel_vectors(registers)
-    return [(rows, vectors * lanes) for rows in ROW_CHOICES if rows * vectors + vectors + 1 <= registers]
-
-
-TILES = register_tiles(VECTOR_REGISTERS, LANES)
-TILE_CHOICE = f"tiles {', '.join(f'{r}x{b}' for r, b in TILES)} tried, {VECTOR_BITS}-bit vectors"
 QUAD = 4  # bytes that vpdpbusd multiplies and adds in one lane: the input channels of one int32
 INT8_MAX = 127  # a weight's codes run from -127 to 127: symmetric, so that the weight 0 is the code 0
 U8_MAX = 255  # an activation's codes run from 0 to 255
@@ -87,47 +55,10 @@ NON_NEGATIVE = 0x7FFFFFFF  # a mask that keeps every tile number as it is and cl
 # LLVM's name of vpdpbusd for the vector width of the tile, if the CPU has it: AVX-512 VNNI, or AVX-VNNI (the 256-bit
 # form on Intel's laptop CPUs since the 12th generation, which have no AVX-512).
 VNNI = {512: ("avx512vnni", "llvm.x86.avx512.vpdpbusd.512"), 256: ("avxvnni", "llvm.x86.avx512.vpdpbusd.256")}
-FEATURE, DOT_INTRINSIC = VNNI.get(VECTOR_BITS, (None, None))
-HAS_VNNI = FEATURE in target_features()
+VNNI_FEATURE, VNNI_INTRINSIC = VNNI.get(VECTOR_BITS, (None, None))
+HAS_VNNI = VNNI_FEATURE in target_features()
 
-
-class Choice(NamedTuple):
-    """What the tuning picks for one layer shape, kept as a list of these two in the choice file."""
-
-    rows: int  # output pixels per register tile
-    block: int  # output channels per register tile
-
-
-@intrinsic
-def wide_vectors(typingctx):
-    """Ask LLVM for vectors as wide as the registers (VECTOR_BITS) in the function that calls this. On
-    Intel's AVX-512 CPUs LLVM's default tuning ("prefer-256-bit") emits 256-bit ymm code, and 256-bit FMAs
-    run on two ports at 8 lanes where 512-bit FMAs run on two ports at 16 lanes: half the peak. numba has
-    no option for a function attribute, so this intrinsic adds it to the LLVM function it is compiled into."""
-
-    def codegen(context, builder, signature, args):
-        attributes = builder.function.attributes
-        # llvmlite's attribute set only admits a fixed list of keywords; these are key="value" attributes.
-        set.add(attributes, f'"prefer-vector-width"="{VECTOR_BITS}"')
-        set.add(attributes, f'"min-legal-vector-width"="{VECTOR_BITS}"')
-        return context.get_dummy_value()
-
-    return types.none(), codegen
-
-
-@intrinsic
-def stack_floats(typingctx, count):
-    """A float32 scratch array of a constant size on the stack (numba's np.empty is on the heap).
-    LLVM knows that nothing else can point into a stack array, so once the loops over it are unrolled
-    it keeps every element in a register: this is the tile of sums."""
-    if not isinstance(count, types.IntegerLiteral):
-        return None
-    size = count.literal_value
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=size)
-
-    return types.CPointer(types.float32)(count), codegen
+UNITS, INPUT_CODE = "units", "input code"  # the plan's entries beside the weights: what one code stands for
 
 
 @intrinsic
@@ -158,7 +89,8 @@ def vnni_quads(typingctx, sums, at, quad, weight, index):
         weights = context.make_array(signature.args[3])(context, builder, weight).data
         weight_ptr = builder.bitcast(builder.gep(weights, [index]), vector.as_pointer())
         sums_at = builder.bitcast(builder.gep(sums_ptr, [at]), vector.as_pointer())
-        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), DOT_INTRINSIC)
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                  VNNI_INTRINSIC)
         total = builder.call(function, [builder.load(sums_at, align=4), broadcast,
                                         builder.load(weight_ptr, align=4)])
         builder.store(total, sums_at, align=4)
@@ -181,28 +113,13 @@ def plain_quads(sums, at, quad, weight, index):
 
 dot_quads = vnni_quads if HAS_VNNI else plain_quads
 
-
-@contextlib.contextmanager
-def tile_vectorizer():
-    """Compile with LLVM's SLP vectorizer instead of its loop vectorizer. The tile's two innermost
-    loops (ROWS pixels, BLOCK channels) have constant trip counts, so LLVM unrolls them first, leaving
-    ROWS x BLOCK scalar sums; the SLP vectorizer packs each LANES neighbouring ones into a vector register.
-    numba runs only the loop vectorizer, which then vectorizes the input-channel loop instead, with
-    gathers of weights 32 floats apart: 70x slower (measured). Both settings are read when numba
-    compiles, so they are changed only while the conv kernels compile, in Model()."""
-    saved = numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE
-    numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = 1, 0
-    try:
-        yield
-    finally:
-        numba.config.SLP_VECTORIZE, numba.config.LOOP_VECTORIZE = saved
-
 # What every generated kernel module starts with, after the docstring common.codegen.write_modules gives it.
 PRELUDE = '''import numba
 import numpy as np
 from numba import njit, prange
 
-from {module} import dot_quads, stack_floats, stack_ints, wide_vectors
+from common.intrinsics import stack_floats, wide_vectors
+from stages.stage13_int8.model import dot_quads, stack_ints
 
 HWC = "float32[:, :, ::1]"
 CODES = "uint8[:, :, ::1]"
@@ -214,7 +131,7 @@ CONV = '''
 @njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
 def {name}(x, weight, bias, scale, residual, out):
     """x: HWC u8 codes, border {padding} of the zero point's code; weight: s8 codes as int32 quads, [group][kh][kw]
-    [ci / 4][block] flattened; bias, scale: see Model.conv; out: HWC, u8 codes if {quantize}, else float32, border
+    [ci / 4][block] flattened; bias, scale: see conv_step; out: HWC, u8 codes if {quantize}, else float32, border
     {out_pad} left alone."""
     wide_vectors()
     quads = x.view(np.int32)  # [h][w][ci / 4]: the codes of 4 neighbouring channels in one int32
@@ -311,7 +228,7 @@ def {name}(image, out):
             for c in range({channels}):
                 code = image[h, w, c] * np.float32({inverse}) + np.float32({zero_point} + 0.5)
                 out[{padding} + h, {padding} + w, c] = np.uint8(
-                    np.int32(min(max(code, np.float32(0.0)), np.float32({u8_max}))))  # as Model.conv's codes
+                    np.int32(min(max(code, np.float32(0.0)), np.float32({u8_max}))))  # as conv_step's codes
 '''
 
 FULLY_CONNECTED = '''
@@ -334,20 +251,12 @@ def {name}(x, weight, bias, scale, out):
 '''
 
 
-
-def shape_name(conv: Conv) -> str:
-    return f"{conv.in_size}x{conv.in_channels}_{conv.out_size}x{conv.out_channels}_k{conv.kernel}s{conv.stride}"
-
-
-def candidates(conv: Conv) -> list[Choice]:
-    """The tiles the tuning times for a conv's shape, stage 11's first: those whose rows split a row of output
-    pixels. The tile order stays stage 11's: tuned too, it never beat its choice (stage 12's README)."""
-    return [Choice(rows, block) for rows, block in TILES
+def candidates(conv: Conv, tiles=TILES) -> list[Choice]:
+    """The tiles (of this CPU's register_tiles, by default) the tuning times for a conv's shape, stage 11's first:
+    those whose rows split a row of output pixels. The tile order stays stage 11's: tuned too, it never beat its
+    choice (stage 12's README)."""
+    return [Choice(rows, block) for rows, block in tiles
             if conv.out_size % rows == 0 and conv.out_channels % block == 0]
-
-
-def label(choice: Choice) -> str:
-    return f"{choice.rows}x{choice.block}"
 
 
 def quads(channels: int) -> int:
@@ -370,33 +279,16 @@ def fold(conv: Conv, tensors, eps, choice: Choice, zero_point: int = 0, unit: fl
     the scale max |w| / 127. The codes are packed as the choice's conv kernel reads them: [group][kh][kw][ci / 4]
     [block][4] bytes, as one flat int32 array. An input with a zero point (the photo's codes, of `unit`) adds
     zero_point x the sum of a channel's codes to its sums: the bias takes it off again."""
-    weight = tensors(f"{conv.name}.weight").astype(np.float64)
-    gamma, beta, mean, var = (tensors(f"{conv.bn}.{part}").astype(np.float64)
-                              for part in ("weight", "bias", "running_mean", "running_var"))
-    scale = gamma / np.sqrt(var + eps)
-    folded = weight * scale[:, None, None, None]  # OIHW
+    folded, bias = fold_batch_norm(conv, tensors, eps)  # OIHW
     weight_scale = np.abs(folded).max(axis=(1, 2, 3)) / INT8_MAX
     codes = np.rint(folded / weight_scale[:, None, None, None]).astype(np.int8)
-    bias = beta - mean * scale - zero_point * unit * weight_scale * codes.sum(axis=(1, 2, 3), dtype=np.int64)
+    bias = bias - zero_point * unit * weight_scale * codes.sum(axis=(1, 2, 3), dtype=np.int64)
     padded = np.zeros((conv.out_channels, quads(conv.in_channels) * QUAD, conv.kernel, conv.kernel), np.int8)
     padded[:, : conv.in_channels] = codes
     groups, block, k = conv.out_channels // choice.block, choice.block, conv.kernel
     packed = padded.reshape(groups, block, quads(conv.in_channels), QUAD, k, k).transpose(0, 4, 5, 2, 1, 3)
     return (np.ascontiguousarray(packed).view(np.int32).reshape(-1), weight_scale.astype(np.float32),
             bias.astype(np.float32))
-
-
-def load_pool(manifest, weights_dir, arch, choices):
-    """Every conv as (weight codes, their scales, bias) by conv name, packed for its shape's choice; fc's weight and
-    bias as exported."""
-    def tensors(name):
-        return load_tensor(name, manifest, weights_dir)
-
-    unit, zero_point = input_code(manifest["preprocessing"])
-    pool = {conv.name: fold(conv, tensors, manifest["bn_eps"], choices[shape_name(conv)],
-                            *((zero_point, unit) if conv == arch.stem else ())) for conv in arch.convs}
-    pool["fc"] = fold_fc(tensors("fc.weight"), tensors("fc.bias"))
-    return pool
 
 
 def fold_fc(weight, bias):
@@ -413,196 +305,124 @@ def fold_fc(weight, bias):
     return np.ascontiguousarray(packed).view(np.int32).reshape(-1), weight_scale.astype(np.float32), padded_bias
 
 
-class Model:
-    """ResNet-50 built from common.architecture; weights folded and packed and buffers allocated when it
-    is built, the forward pass generated as source, one specialized kernel per distinct layer shape."""
+def load_pool(manifest, weights_dir, choices):
+    """Every conv as (weight codes, their scales, bias) by conv name, packed for its shape's choice (the stem's bias
+    takes off the photo's zero point's share), and fc's the same way."""
+    stem = resnet50(manifest["variant"]).stem
+    unit, zero_point = input_code(manifest["preprocessing"])
 
-    def __init__(self, weights_dir=WEIGHTS_DIR):
-        self.manifest = load_manifest(weights_dir)
-        self.arch = resnet50(self.manifest["variant"])
-        arch = self.arch
-        largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-        # Flat, viewed as HWC codes (u8) or, for a downsample conv's output, HWC float32: sized for the latter.
-        self.buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]
-        self.bordered = {}  # HWC shape -> the u8 buffer of that shape with a border of code 0, written once
-        self.units = {name: value / U8_MAX for name, value in activation_ranges(weights_dir).items()}
-        self.input_unit, zero_point = input_code(self.manifest["preprocessing"])
-        self.image = np.empty((arch.stem.in_size, arch.stem.in_size, arch.stem.in_channels), np.float32)  # HWC
-        stem = arch.stem
-        self.input = np.full((stem.in_size + 2 * stem.padding, stem.in_size + 2 * stem.padding,
-                              quads(stem.in_channels) * QUAD), zero_point, np.uint8)  # HWC codes, the photo's border
-        self.features = np.empty(arch.fc.in_features, np.uint8)  # codes, of the last block's output's unit
-        self.logits = np.empty(-(-arch.fc.out_features // LANES) * LANES, np.float32)  # whole groups of LANES
-        start = time.perf_counter()
-        choices, tuning = self.tune()  # its trial forward passes use the buffers above, as the real one does
-        self.choices = {shape: Choice(*choice) for shape, choice in choices.items()}
-        self.timings = {"tune": time.perf_counter() - start}  # set-up costs in seconds
-        start = time.perf_counter()
-        # Computed once, then mapped from the cache (common/prepared.py), again when the stage is tuned again.
-        self.pool = prepared_for(choices, lambda: load_pool(self.manifest, weights_dir, self.arch, self.choices),
-                                 self.manifest, weights_dir, Path(__file__))
-        self.timings["load weights"] = time.perf_counter() - start
-        # Shown on the command line's first line, with the precision and how its sums are made.
-        sums = f"int32 sums by vpdpbusd ({FEATURE})" if HAS_VNNI else "no VNNI on this CPU: plain integer sums, slow"
-        self.choice = f"int8, {sums}; {tuning}, {VECTOR_BITS}-bit vectors"
-        self.kernel_sources = {}  # kernel name -> its source, one per distinct layer shape
-        self.lines = []  # the forward pass, one call per step
-        self.arrays = []  # what the calls pass: a[i] in the generated source is self.arrays[i]
-        self.calls = []  # the same steps as (kernel name, arrays), for the tuning to run them
-        self.tile_signatures = {}  # tile kernel name -> its argument types, to compile it with tile_vectorizer
-        start = time.perf_counter()
-        self.plan()
-        self.source_path = self.write_source()
-        self.timings["codegen"] = time.perf_counter() - start
-        # Compiled (the tile kernels with tile_vectorizer's settings), or loaded from the disk cache.
-        self.kernels, how, seconds = load_module(self.source_path, self.tile_signatures, tile_vectorizer)
-        self.timings[how] = seconds
-        self.arrays = tuple(self.arrays)
+    def fold_conv(conv, tensors, eps):
+        return fold(conv, tensors, eps, choices[shape_name(conv)], *((zero_point, unit) if conv == stem else ()))
 
-    def view(self, buffer, size, channels, dtype=np.uint8):
+    return folded_pool(manifest, weights_dir, fold_conv, fold_fc)
+
+
+def measure(manifest, weights_dir) -> dict:
+    """What one code stands for: each activation's (its range, calibrated on photos by common/calibration.py, over
+    255 codes), and the photo's (its unit and zero point, from the preprocessing)."""
+    units = {name: value / U8_MAX for name, value in activation_ranges(weights_dir).items()}
+    return {UNITS: units, INPUT_CODE: input_code(manifest["preprocessing"])}
+
+
+def plan(arch: ResNet50, pool: dict, choices: dict) -> Plan:
+    """Stage 12's plan in codes: the photo turned into codes first, every conv's output loop requantizing, the
+    pools and fc on codes; a downsample conv's output stays float32."""
+    p = Planner(zeros=lambda shape: np.zeros(shape, np.uint8))  # a border of code 0
+    units, (input_unit, zero_point) = pool[UNITS], pool[INPUT_CODE]
+    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
+    # Flat, viewed as HWC codes (u8) or, for a downsample conv's output, HWC float32: sized for the latter.
+    buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]
+    stem = arch.stem
+    image = np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32)  # HWC
+    codes = np.full((stem.in_size + 2 * stem.padding, stem.in_size + 2 * stem.padding, quads(stem.in_channels) * QUAD),
+                    zero_point, np.uint8)  # HWC codes, the photo's border
+    features = np.empty(arch.fc.in_features, np.uint8)  # codes, of the last block's output's unit
+    logits = np.empty(-(-arch.fc.out_features // LANES) * LANES, np.float32)  # whole groups of LANES
+
+    def view(buffer, size, channels, dtype=np.uint8):
         """An HWC view of the start of a flat buffer, of u8 codes or of float32."""
-        return buffer.view(dtype)[: size * size * channels].reshape(size, size, channels)
+        return p.view(buffer, size, channels, dtype)
 
-    def emit(self, template, name, arrays, **constants):
-        """One step: a call of the kernel `name`, generated from `template` with `constants` filled in."""
-        self.kernel_sources.setdefault(name, template.format(name=name, **constants))
-        self.calls.append((name, tuple(arrays)))
-        indices = []
-        for array in arrays:
-            indices.append(len(self.arrays))
-            self.arrays.append(array)
-        self.lines.append(f"    {name}({', '.join(f'a[{i}]' for i in indices)})")
-
-    def bordered_buffer(self, size, channels, border):
-        """The HWC buffer for size x size x channels with a zero border around it, one per shape: the
-        kernels write only its inside, so the border stays 0 and serves as the padding of the conv reading it."""
-        shape = (size + 2 * border, size + 2 * border, channels)
-        return self.bordered.setdefault(shape, np.zeros(shape, np.uint8))
-
-    def conv(self, x, conv: Conv, out, residual, relu: bool, units, out_border=0):
+    def conv_step(x, conv: Conv, out, residual, relu: bool, units, out_border=0):
         """One conv with its batch norm folded in, then + residual (if not None), then ReLU (if relu). x holds codes,
         with a border of the conv's padding; out gets codes if it is u8, values if float32, and a border of
         out_border. units: (x's, out's, residual's): what one code of each stands for (1 for float32 values).
         Without a residual, `out` stands in for the argument the kernel does not read."""
-        weight, weight_scale, bias = self.pool[conv.name]
+        weight, weight_scale, bias = pool[conv.name]
         x_unit, out_unit, residual_unit = units
         # [out channels + 1]: what one unit of a sum is in out's units, per channel; then one residual unit's.
         scale = np.append(x_unit * weight_scale / out_unit, residual_unit / out_unit).astype(np.float32)
-        choice = self.choices[shape_name(conv)]
+        choice = choices[shape_name(conv)]
         add_residual = residual is not None
         epilogue = (f"_add{residual.dtype}" if add_residual else "") + ("_relu" if relu else "")
         name = f"conv_{shape_name(conv)}{epilogue}_{out.dtype}_{label(choice)}"
-        arrays = (x, weight, (bias / out_unit).astype(np.float32), scale,
-                  residual if add_residual else out, out)
-        self.emit(CONV, name, arrays, quads=x.shape[2] // QUAD, out_channels=conv.out_channels, lanes=LANES,
-                  non_negative=NON_NEGATIVE, quantize=out.dtype == np.uint8, u8_max=U8_MAX, out_size=conv.out_size,
-                  groups=conv.out_channels // choice.block, positions=conv.out_size * (conv.out_size // choice.rows),
-                  column_tiles=conv.out_size // choice.rows, kernel=conv.kernel, stride=conv.stride,
-                  padding=conv.padding, add_residual=add_residual, relu=relu, out_pad=out_border, rows=choice.rows,
-                  block=choice.block, sums=choice.rows * choice.block,
-                  pixels_first=x.nbytes > weight.nbytes)  # keep the bigger of the two in each core's cache
-        self.tile_signatures[name] = tuple(numba.typeof(array) for array in arrays)
+        arrays = (x, weight, (bias / out_unit).astype(np.float32), scale, residual if add_residual else out, out)
+        p.emit(CONV, name, arrays, conv, tiled=True, quads=x.shape[2] // QUAD, out_channels=conv.out_channels,
+               lanes=LANES, non_negative=NON_NEGATIVE, quantize=out.dtype == np.uint8, u8_max=U8_MAX,
+               groups=conv.out_channels // choice.block, positions=conv.out_size * (conv.out_size // choice.rows),
+               column_tiles=conv.out_size // choice.rows, kernel=conv.kernel, stride=conv.stride,
+               padding=conv.padding, add_residual=add_residual, relu=relu, out_pad=out_border, rows=choice.rows,
+               block=choice.block, sums=choice.rows * choice.block,
+               pixels_first=x.nbytes > weight.nbytes)  # keep the bigger of the two in each core's cache
         return out
 
-    def bottleneck(self, x, block: Bottleneck, free, x_unit):
-        """Plan one block reading x, codes of x_unit; `free` are the three buffers x is not in. Returns the output
-        view."""
+    # The unit of each block's input: the output of the block before it, or the stem's (max pooling keeps it).
+    inputs = [stem.name] + [block.name for block in arch.blocks[:-1]]
+    input_units = {block.name: units[name] for block, name in zip(arch.blocks, inputs, strict=True)}
+
+    def bottleneck(x, block: Bottleneck, free):
+        """Plan one block reading x, codes of its input's unit; `free` are the three buffers x is not in. Returns
+        the output view."""
         b1, b2, b3 = free
-        self.lines.append(f"    # {block.name}")
+        p.comment(block.name)
+        x_unit = input_units[block.name]
         c1, c2, c3, down = block.conv1, block.conv2, block.conv3, block.downsample
-        mid_unit, out_unit = self.units[c1.name], self.units[c2.name]
-        mid = self.bordered_buffer(c1.out_size, c1.out_channels, c2.padding)  # conv2 reads it with its padding
-        self.conv(x, c1, mid, None, relu=True, units=(x_unit, mid_unit, 0.0), out_border=c2.padding)
-        out = self.conv(mid, c2, self.view(b2, c2.out_size, c2.out_channels), None, relu=True,
+        mid_unit, out_unit = units[c1.name], units[c2.name]
+        mid = p.bordered(c1.out_size, c1.out_channels, c2.padding)  # conv2 reads it with its padding
+        conv_step(x, c1, mid, None, relu=True, units=(x_unit, mid_unit, 0.0), out_border=c2.padding)
+        out = conv_step(mid, c2, view(b2, c2.out_size, c2.out_channels), None, relu=True,
                         units=(mid_unit, out_unit, 0.0))
         # conv3 adds the shortcut as it stores its sums, so the shortcut comes first: values, without a ReLU.
         shortcut, shortcut_unit = x, x_unit
         if down:
-            shortcut_view = self.view(b1, down.out_size, down.out_channels, np.float32)
-            shortcut, shortcut_unit = self.conv(x, down, shortcut_view, None, relu=False, units=(x_unit, 1.0, 0.0)), 1.0
-        return self.conv(out, c3, self.view(b3, c3.out_size, c3.out_channels), shortcut, relu=True,
-                         units=(out_unit, self.units[block.name], shortcut_unit))
+            shortcut_view = view(b1, down.out_size, down.out_channels, np.float32)
+            shortcut, shortcut_unit = conv_step(x, down, shortcut_view, None, relu=False, units=(x_unit, 1.0, 0.0)), 1.0
+        return conv_step(out, c3, view(b3, c3.out_size, c3.out_channels), shortcut, relu=True,
+                         units=(out_unit, units[block.name], shortcut_unit))
 
-    def plan(self):
-        arch, buffers = self.arch, self.buffers
-        stem = arch.stem
-        zero_point = int(self.input[0, 0, 0])
-        self.emit(INPUT_CODES, f"input_codes_{stem.in_size}x{stem.in_channels}", (self.image, self.input),
-                  unit=self.input_unit, inverse=1 / self.input_unit, zero_point=zero_point, size=stem.in_size,
-                  channels=stem.in_channels, padding=stem.padding, u8_max=U8_MAX)
-        x = self.conv(self.input, stem, self.view(buffers[0], stem.out_size, stem.out_channels), None, relu=True,
-                      units=(self.input_unit, self.units[stem.name], 0.0))
-        pool = arch.pool
-        pooled = self.view(buffers[1], pool.out_size, pool.channels)
-        self.emit(MAX_POOL, f"max_pool_{pool.in_size}x{pool.channels}", (x, pooled), in_size=pool.in_size,
-                  out_size=pool.out_size, channels=pool.channels, kernel=pool.kernel, stride=pool.stride,
-                  padding=pool.padding)
-        x, current, unit = pooled, 1, self.units[stem.name]  # max pooling keeps the codes' unit
-        for block in arch.blocks:
-            others = [i for i in range(NUM_BUFFERS) if i != current]
-            x = self.bottleneck(x, block, [buffers[i] for i in others], unit)
-            current, unit = others[2], self.units[block.name]  # the block's output is in the third free buffer
-        last = arch.blocks[-1].conv3
-        self.emit(GLOBAL_AVG_POOL, f"global_avg_pool_{last.out_size}x{last.out_channels}", (x, self.features),
-                  size=last.out_size, channels=last.out_channels, positions=last.out_size**2)
-        fc = arch.fc
-        weight, weight_scale, bias = self.pool["fc"]
-        self.emit(FULLY_CONNECTED, f"fully_connected_{fc.in_features}_{fc.out_features}",
-                  (self.features, weight, bias, (unit * weight_scale).astype(np.float32), self.logits),
-                  groups=self.logits.size // LANES, quads=fc.in_features // QUAD, lanes=LANES)
+    p.emit(INPUT_CODES, f"input_codes_{stem.in_size}x{stem.in_channels}", (image, codes), unit=input_unit,
+           inverse=1 / input_unit, zero_point=zero_point, size=stem.in_size, channels=stem.in_channels,
+           padding=stem.padding, u8_max=U8_MAX)
+    x = conv_step(codes, stem, view(buffers[0], stem.out_size, stem.out_channels), None, relu=True,
+                  units=(input_unit, units[stem.name], 0.0))
+    mp = arch.pool
+    pooled = view(buffers[1], mp.out_size, mp.channels)
+    p.emit(MAX_POOL, f"max_pool_{mp.in_size}x{mp.channels}", (x, pooled), in_size=mp.in_size,
+           out_size=mp.out_size, channels=mp.channels, kernel=mp.kernel, stride=mp.stride, padding=mp.padding)
+    x = rotate(arch, pooled, buffers, bottleneck)
+    last = arch.blocks[-1].conv3
+    p.emit(GLOBAL_AVG_POOL, f"global_avg_pool_{last.out_size}x{last.out_channels}", (x, features),
+           size=last.out_size, channels=last.out_channels, positions=last.out_size**2)
+    weight, weight_scale, bias = pool["fc"]
+    p.emit(FULLY_CONNECTED, f"fully_connected_{arch.fc.in_features}_{arch.fc.out_features}",
+           (features, weight, bias, (units[arch.blocks[-1].name] * weight_scale).astype(np.float32), logits),
+           groups=logits.size // LANES, quads=arch.fc.in_features // QUAD, lanes=LANES)
+    return p.plan(image, logits[: arch.fc.out_features])
 
-    def write_source(self, purpose="resnet50") -> Path:
-        """The generated forward module's path in the kernel cache (common.codegen.write_modules). Its name and each
-        kernel module's hold a digest of their source, of this generator and of the machine, so that numba's cached
-        machine code is only reused for the same three."""
-        variant = self.manifest["variant"]
-        name = f"{Path(__file__).parent.name}_{purpose}_{variant.replace('.', '_')}"
-        return write_modules(name, f"ResNet-50 forward pass for {variant} weights", PRELUDE.format(module=__name__),
-                             self.kernel_sources, self.lines, generator=Path(__file__))
 
-    def tune(self):
-        """(choice by layer shape, what the header line says): from the choice file, or tuned now: the forward pass
-        planned with each round's candidates (network), compiled and timed call by call (common/tuning.py)."""
-        self.kernel_sources, self.tile_signatures, self.lines, self.arrays, self.calls = {}, {}, [], [], []
-        self.stand_ins = {}  # (conv name, packed shape) -> stand-in (weight, bias), shared by the rounds
-        first = {}
-        for conv in self.arch.convs:
-            first.setdefault(shape_name(conv), conv)
-        options = {shape: [list(c) for c in candidates(conv)] for shape, conv in first.items()}
-        result = tuned(Path(__file__), options, self.network, self.compile_trials, lambda c: label(Choice(*c)))
-        del self.stand_ins  # 100 MB or more, not needed once the choices are made
-        return result
+def stand_in(conv: Conv, choice: Choice):
+    """(weight codes, scales, bias) as fold packs them for `choice`, written (pages never written all read one page
+    of zeros): codes 1, scales 1 / the sums' length, so that the codes keep their size through the network."""
+    size = conv.kernel * conv.kernel * quads(conv.in_channels) * conv.out_channels
+    return (np.full(size, 0x01010101, np.int32), np.full(conv.out_channels, 1 / size, np.float32),
+            np.zeros(conv.out_channels, np.float32))
 
-    def network(self, choices: dict[str, list]):
-        """The forward pass planned with `choices`, on stand-in weights: its calls."""
-        self.choices = {shape: Choice(*choice) for shape, choice in choices.items()}
-        self.pool = {conv.name: self.stand_in(conv, self.choices[shape_name(conv)]) for conv in self.arch.convs}
-        fc = self.arch.fc
-        self.pool["fc"] = self.stand_ins.setdefault(fc.name, fold_fc(np.ones((fc.out_features, fc.in_features)),
-                                                                    np.ones(fc.out_features)))
-        self.calls = []
-        self.plan()
-        return self.calls
 
-    def stand_in(self, conv: Conv, choice: Choice):
-        """(weight codes, scales, bias) as fold packs them for `choice`, each conv its own (as its real weights, they
-        come from memory, not from the cache), written (pages never written all read one page of zeros): codes 1,
-        scales 1 / the sums' length, so that the codes keep their size through the network."""
-        k = conv.kernel
-        size = k * k * quads(conv.in_channels) * conv.out_channels
-        if (conv.name, choice) not in self.stand_ins:
-            self.stand_ins[conv.name, choice] = (np.full(size, 0x01010101, np.int32),
-                                                 np.full(conv.out_channels, 1 / size, np.float32),
-                                                 np.zeros(conv.out_channels, np.float32))
-        return self.stand_ins[conv.name, choice]
+def stand_in_fc(arch: ResNet50):
+    return fold_fc(np.ones((arch.fc.out_features, arch.fc.in_features)), np.ones(arch.fc.out_features))
 
-    def compile_trials(self):
-        """Every candidate's kernels, compiled (in one process per core) or loaded from the kernel cache."""
-        return load_module(self.write_source("tuning"), self.tile_signatures, tile_vectorizer)[0]
 
-    def forward(self, image):
-        """image: HWC float32 (224, 224, 3) -> logits (1000,). The returned array is the model's own
-        logits buffer: the next forward() overwrites it."""
-        self.image[:] = image  # the first kernel turns it into codes
-        self.kernels.forward(self.arrays)
-        return self.logits[: self.arch.fc.out_features]
+# Shown on the command line's first line, with the precision and how its sums are made.
+SUMS = f"int32 sums by vpdpbusd ({VNNI_FEATURE})" if HAS_VNNI else "no VNNI on this CPU: plain integer sums, slow"
+Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan, measure=measure,
+                tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"int8, {SUMS}; "))

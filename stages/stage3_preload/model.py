@@ -130,7 +130,7 @@ def add(a, b):
     return out
 
 
-def load_pool(manifest, weights_dir):
+def load_tensors(manifest, weights_dir):
     """Every tensor by name, in the layout the kernels want: conv weights OHWI, the rest as exported."""
     pool = {}
     for name in manifest["tensors"]:
@@ -149,7 +149,7 @@ class Model:
         self.arch = resnet50(self.manifest["variant"])
         self.eps = np.float32(self.manifest["bn_eps"])
         start = time.perf_counter()
-        self.pool = load_pool(self.manifest, weights_dir)
+        self.pool = load_tensors(self.manifest, weights_dir)
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
 
     def conv_bn(self, x, conv: Conv, with_relu: bool):

@@ -8,18 +8,20 @@ ReLU and the residual add work in place), and the whole forward pass is planned 
 a list of (kernel, arguments) steps with every weight and buffer already bound, so the forward pass does
 no allocation and no name lookup.
 
-The kernels' loops and the weight pool are stage 3's.
+The kernels' loops and the weight pool are stage 3's (the pool's loading is common.weights.load_tensors from
+here on).
 """
 
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from common.architecture import Bottleneck, Conv, resnet50
+from common.architecture import Bottleneck, Conv, ResNet50, resnet50
 from common.paths import WEIGHTS_DIR
-from common.weights import load_manifest, load_tensor
+from common.weights import load_manifest, load_tensors
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
 
@@ -121,82 +123,76 @@ def add(a, b, out):
                 out[h, w, c] = a[h, w, c] + b[h, w, c]
 
 
-def load_pool(manifest, weights_dir):
-    """Every tensor by name, in the layout the kernels want: conv weights OHWI, the rest as exported."""
-    pool = {}
-    for name in manifest["tensors"]:
-        tensor = load_tensor(name, manifest, weights_dir)
-        if tensor.ndim == 4:
-            tensor = np.ascontiguousarray(tensor.transpose(0, 2, 3, 1))  # OIHW -> OHWI
-        pool[name] = tensor
-    return pool
+class Planned(NamedTuple):
+    """The forward pass, planned: the steps and the arrays they write."""
+
+    steps: list  # (kernel, arguments), run in order by forward()
+    buffers: list  # the NUM_BUFFERS flat buffers the activations take turns in
+    image: np.ndarray  # HWC: where forward() writes the photo
+    logits: np.ndarray
+
+
+def plan(arch: ResNet50, pool: dict, eps: float) -> Planned:
+    """Every buffer allocated and every step bound to its weights and buffers, in forward order."""
+    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
+    buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
+    image = np.empty((arch.stem.in_size, arch.stem.in_size, arch.stem.in_channels), np.float32)  # HWC
+    features = np.empty(arch.fc.in_features, np.float32)
+    logits = np.empty(arch.fc.out_features, np.float32)
+    steps = []
+
+    def view(buffer, size, channels):
+        """An HWC view of the start of a flat buffer."""
+        return buffer[: size * size * channels].reshape(size, size, channels)
+
+    def conv_bn(x, conv: Conv, out_buffer, with_relu: bool):
+        out = view(out_buffer, conv.out_size, conv.out_channels)
+        steps.append((conv2d, (x, pool[f"{conv.name}.weight"], conv.stride, conv.padding, out)))
+        steps.append((batch_norm, (out, pool[f"{conv.bn}.weight"], pool[f"{conv.bn}.bias"],
+                                   pool[f"{conv.bn}.running_mean"], pool[f"{conv.bn}.running_var"], eps, out)))
+        if with_relu:
+            steps.append((relu, (out, out)))
+        return out
+
+    def bottleneck(x, block: Bottleneck, free):
+        """Plan one block reading x; `free` are the three buffers x is not in. Returns the output view."""
+        b1, b2, b3 = free
+        out = conv_bn(x, block.conv1, b1, with_relu=True)
+        out = conv_bn(out, block.conv2, b2, with_relu=True)
+        out = conv_bn(out, block.conv3, b3, with_relu=False)
+        shortcut = conv_bn(x, block.downsample, b1, with_relu=False) if block.downsample else x
+        steps.append((add, (out, shortcut, out)))
+        steps.append((relu, (out, out)))
+        return out
+
+    x = conv_bn(image, arch.stem, buffers[0], with_relu=True)
+    pooled = view(buffers[1], arch.pool.out_size, arch.pool.channels)
+    steps.append((max_pool, (x, arch.pool.kernel, arch.pool.stride, arch.pool.padding, pooled)))
+    x, current = pooled, 1
+    for block in arch.blocks:
+        others = [i for i in range(NUM_BUFFERS) if i != current]
+        x = bottleneck(x, block, [buffers[i] for i in others])
+        current = others[2]  # the block's output is in the third free buffer
+    steps.append((global_avg_pool, (x, features)))
+    steps.append((fully_connected, (features, pool["fc.weight"], pool["fc.bias"], logits)))
+    return Planned(steps, buffers, image, logits)
 
 
 class Model:
-    """ResNet-50 built from common.architecture; weights pooled and buffers allocated when it is built,
-    the forward pass planned as a list of steps."""
+    """ResNet-50 built from common.architecture; weights pooled when it is built, and the forward pass planned."""
 
     def __init__(self, weights_dir=WEIGHTS_DIR):
         self.manifest = load_manifest(weights_dir)
         self.arch = resnet50(self.manifest["variant"])
-        self.eps = np.float32(self.manifest["bn_eps"])
         start = time.perf_counter()
-        self.pool = load_pool(self.manifest, weights_dir)
+        pool = load_tensors(self.manifest, weights_dir)
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
-        arch = self.arch
-        largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-        self.buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
-        self.input = np.empty((arch.stem.in_size, arch.stem.in_size, arch.stem.in_channels), np.float32)  # HWC
-        self.features = np.empty(arch.fc.in_features, np.float32)
-        self.logits = np.empty(arch.fc.out_features, np.float32)
-        self.steps = []  # (kernel, arguments), run in order by forward()
-        self.plan()
-
-    def view(self, buffer, size, channels):
-        """An HWC view of the start of a flat buffer."""
-        return buffer[: size * size * channels].reshape(size, size, channels)
-
-    def conv_bn(self, x, conv: Conv, out_buffer, with_relu: bool):
-        pool = self.pool
-        out = self.view(out_buffer, conv.out_size, conv.out_channels)
-        self.steps.append((conv2d, (x, pool[f"{conv.name}.weight"], conv.stride, conv.padding, out)))
-        self.steps.append((batch_norm, (out, pool[f"{conv.bn}.weight"], pool[f"{conv.bn}.bias"],
-                                        pool[f"{conv.bn}.running_mean"], pool[f"{conv.bn}.running_var"],
-                                        self.eps, out)))
-        if with_relu:
-            self.steps.append((relu, (out, out)))
-        return out
-
-    def bottleneck(self, x, block: Bottleneck, free):
-        """Plan one block reading x; `free` are the three buffers x is not in. Returns the output view."""
-        b1, b2, b3 = free
-        out = self.conv_bn(x, block.conv1, b1, with_relu=True)
-        out = self.conv_bn(out, block.conv2, b2, with_relu=True)
-        out = self.conv_bn(out, block.conv3, b3, with_relu=False)
-        shortcut = self.conv_bn(x, block.downsample, b1, with_relu=False) if block.downsample else x
-        self.steps.append((add, (out, shortcut, out)))
-        self.steps.append((relu, (out, out)))
-        return out
-
-    def plan(self):
-        arch, buffers = self.arch, self.buffers
-        x = self.conv_bn(self.input, arch.stem, buffers[0], with_relu=True)
-        pool = arch.pool
-        pooled = self.view(buffers[1], pool.out_size, pool.channels)
-        self.steps.append((max_pool, (x, pool.kernel, pool.stride, pool.padding, pooled)))
-        x, current = pooled, 1
-        for block in arch.blocks:
-            others = [i for i in range(NUM_BUFFERS) if i != current]
-            x = self.bottleneck(x, block, [buffers[i] for i in others])
-            current = others[2]  # the block's output is in the third free buffer
-        self.steps.append((global_avg_pool, (x, self.features)))
-        self.steps.append((fully_connected, (self.features, self.pool["fc.weight"], self.pool["fc.bias"],
-                                             self.logits)))
+        self.plan = plan(self.arch, pool, np.float32(self.manifest["bn_eps"]))
 
     def forward(self, image):
         """image: HWC float32 (224, 224, 3) -> logits (1000,). The returned array is the model's own
         logits buffer: the next forward() overwrites it."""
-        self.input[...] = image
-        for kernel, args in self.steps:
+        self.plan.image[...] = image
+        for kernel, args in self.plan.steps:
             kernel(*args)
-        return self.logits
+        return self.plan.logits

@@ -2,14 +2,18 @@
 description, with every shape, stride, padding and epsilon a literal constant.
 
 Stage 4's kernels took their shapes as run-time values; the compiler could not know that a loop runs
-exactly 64 times, or that a padding is 0. Here the kernels below are templates: for each distinct layer
-shape the generator writes one kernel with those numbers filled in, and the forward pass becomes one
-line per step, calling them in order. The source is written as readable files to a cache folder
-outside the repository, a module per kernel and one for the forward pass that imports them
-(`model.source_path`; `make stage5 source` prints it), imported, and compiled by numba as it is imported
-(each kernel has an explicit signature); numba's on-disk cache (cache=True) lets a second run skip
-compilation. A file is generated again when its source or this generator changes, since its name holds a
-hash of both (common/codegen.py); the weights, transposed once, are kept beside it (common/prepared.py).
+exactly 64 times, or that a padding is 0. Here the kernels below are templates: `plan` walks stage 4's
+plan and, for each distinct layer shape, renders one kernel with those numbers filled in, and the forward
+pass becomes one line per step, calling them in order. The bookkeeping is common/planner.py's Planner: it
+keeps each kernel's source, rendered once per name (a template's fields and the constants given must
+match, or rendering fails), and the steps; the Plan it returns is what the model, the tests and the
+pictures read. `Model` writes the source as readable files to a cache folder outside the repository, a
+module per kernel and one for the forward pass that imports them (`model.source_path`; `make stage5
+source` prints it), imports them, and numba compiles each kernel as it is imported (each has an explicit
+signature); numba's on-disk cache (cache=True) lets a second run skip compilation. A file is generated
+again when its source or this generator changes, since its name holds a hash of both (common/codegen.py);
+the weights, transposed once, are kept beside it (common/prepared.py). layer1_0_conv2.py, beside this
+file, is one kernel as the generator writes it.
 
 The buffers, the weight pool and the loops inside the kernels are stage 4's.
 '''
@@ -19,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.architecture import Bottleneck, Conv, resnet50
-from common.codegen import load_module, write_modules
+from common.architecture import Bottleneck, Conv, ResNet50, resnet50
 from common.paths import WEIGHTS_DIR
+from common.planner import Plan, Planner, compiled, rotate, write
 from common.prepared import prepared_pool
-from common.weights import load_manifest, load_tensor
+from common.weights import load_manifest, load_tensors
 
 NUM_BUFFERS = 4  # a bottleneck needs its input, two intermediates and its output (or shortcut) at once
 
@@ -134,121 +138,88 @@ def {name}(a, b, out):
 '''
 
 
+BN_EPS = "bn_eps"  # the pool's entry for the batch norms' epsilon, from the weights' manifest
+
+
 def load_pool(manifest, weights_dir):
-    """Every tensor by name, in the layout the kernels want: conv weights OHWI, the rest as exported."""
-    pool = {}
-    for name in manifest["tensors"]:
-        tensor = load_tensor(name, manifest, weights_dir)
-        if tensor.ndim == 4:
-            tensor = np.ascontiguousarray(tensor.transpose(0, 2, 3, 1))  # OIHW -> OHWI
-        pool[name] = tensor
-    return pool
+    """Stage 3's pool, and the batch norms' epsilon, which their kernels take as a constant."""
+    return load_tensors(manifest, weights_dir) | {BN_EPS: np.array(manifest["bn_eps"])}
+
+
+def plan(arch: ResNet50, pool: dict) -> Plan:
+    """Stage 4's plan, one kernel call per step, each kernel rendered for its layer shape."""
+    p = Planner()
+    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
+    buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
+    image = np.empty((arch.stem.in_size, arch.stem.in_size, arch.stem.in_channels), np.float32)  # HWC
+    features = np.empty(arch.fc.in_features, np.float32)
+    logits = np.empty(arch.fc.out_features, np.float32)
+
+    def conv_bn(x, conv: Conv, out_buffer, with_relu: bool):
+        out = p.view(out_buffer, conv.out_size, conv.out_channels)
+        shape = dict(size=conv.out_size, channels=conv.out_channels)
+        p.emit(CONV, f"conv_{conv.in_size}x{conv.in_channels}_{conv.out_size}x{conv.out_channels}"
+                     f"_k{conv.kernel}s{conv.stride}", (x, pool[f"{conv.name}.weight"], out), conv,
+               in_size=conv.in_size, in_channels=conv.in_channels, out_size=conv.out_size,
+               out_channels=conv.out_channels, kernel=conv.kernel, stride=conv.stride, padding=conv.padding)
+        p.emit(BATCH_NORM, f"batch_norm_{conv.out_size}x{conv.out_channels}",
+               (out, pool[f"{conv.bn}.weight"], pool[f"{conv.bn}.bias"], pool[f"{conv.bn}.running_mean"],
+                pool[f"{conv.bn}.running_var"], out), conv, eps=float(pool[BN_EPS]), **shape)
+        if with_relu:
+            p.emit(RELU, f"relu_{conv.out_size}x{conv.out_channels}", (out, out), conv, **shape)
+        return out
+
+    def bottleneck(x, block: Bottleneck, free):
+        """Plan one block reading x; `free` are the three buffers x is not in. Returns the output view."""
+        b1, b2, b3 = free
+        p.comment(block.name)
+        out = conv_bn(x, block.conv1, b1, with_relu=True)
+        out = conv_bn(out, block.conv2, b2, with_relu=True)
+        out = conv_bn(out, block.conv3, b3, with_relu=False)
+        shortcut = conv_bn(x, block.downsample, b1, with_relu=False) if block.downsample else x
+        shape = dict(size=block.conv3.out_size, channels=block.conv3.out_channels)
+        p.emit(ADD, "add_{size}x{channels}".format(**shape), (out, shortcut, out), **shape)
+        p.emit(RELU, "relu_{size}x{channels}".format(**shape), (out, out), **shape)
+        return out
+
+    x = conv_bn(image, arch.stem, buffers[0], with_relu=True)
+    mp = arch.pool
+    pooled = p.view(buffers[1], mp.out_size, mp.channels)
+    p.emit(MAX_POOL, f"max_pool_{mp.in_size}x{mp.channels}", (x, pooled), in_size=mp.in_size,
+           out_size=mp.out_size, channels=mp.channels, kernel=mp.kernel, stride=mp.stride, padding=mp.padding)
+    x = rotate(arch, pooled, buffers, bottleneck)
+    last = arch.blocks[-1].conv3
+    p.emit(GLOBAL_AVG_POOL, f"global_avg_pool_{last.out_size}x{last.out_channels}", (x, features),
+           size=last.out_size, channels=last.out_channels, positions=last.out_size**2)
+    fc = arch.fc
+    p.emit(FULLY_CONNECTED, f"fully_connected_{fc.in_features}_{fc.out_features}",
+           (features, pool["fc.weight"], pool["fc.bias"], logits), in_features=fc.in_features,
+           out_features=fc.out_features)
+    return p.plan(image, logits)
 
 
 class Model:
-    """ResNet-50 built from common.architecture; weights pooled and buffers allocated when it is built,
-    the forward pass generated as source, one specialized kernel per distinct layer shape."""
+    """ResNet-50 built from common.architecture; weights pooled and the forward pass planned when it is built, its
+    source generated and compiled, one specialized kernel per distinct layer shape."""
 
     def __init__(self, weights_dir=WEIGHTS_DIR):
         self.manifest = load_manifest(weights_dir)
         self.arch = resnet50(self.manifest["variant"])
-        self.eps = np.float32(self.manifest["bn_eps"])
         start = time.perf_counter()
         # Computed once, then mapped from the cache (common/prepared.py).
-        self.pool = prepared_pool(lambda: load_pool(self.manifest, weights_dir), self.manifest, weights_dir,
-                                  Path(__file__))
+        pool = prepared_pool(lambda: load_pool(self.manifest, weights_dir), self.manifest, weights_dir, Path(__file__))
         self.timings = {"load weights": time.perf_counter() - start}  # set-up costs in seconds
-        arch = self.arch
-        largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-        self.buffers = [np.empty(largest, np.float32) for _ in range(NUM_BUFFERS)]  # flat, viewed as HWC
-        self.input = np.empty((arch.stem.in_size, arch.stem.in_size, arch.stem.in_channels), np.float32)  # HWC
-        self.features = np.empty(arch.fc.in_features, np.float32)
-        self.logits = np.empty(arch.fc.out_features, np.float32)
-        self.kernel_sources = {}  # kernel name -> its source, one per distinct layer shape
-        self.lines = []  # the forward pass, one call per step
-        self.arrays = []  # what the calls pass: a[i] in the generated source is self.arrays[i]
         start = time.perf_counter()
-        self.plan()
-        self.source_path = self.write_source()
+        self.plan = plan(self.arch, pool)
+        self.source_path = write(self.plan, Path(__file__), PRELUDE, self.manifest["variant"])
         self.timings["codegen"] = time.perf_counter() - start
-        self.kernels, how, seconds = load_module(self.source_path)  # compiled, or loaded from the disk cache
+        self.kernels, how, seconds = compiled(self.plan, self.source_path)  # compiled, or loaded from the disk cache
         self.timings[how] = seconds
-        self.arrays = tuple(self.arrays)
-
-    def view(self, buffer, size, channels):
-        """An HWC view of the start of a flat buffer."""
-        return buffer[: size * size * channels].reshape(size, size, channels)
-
-    def emit(self, template, name, arrays, **constants):
-        """One step: a call of the kernel `name`, generated from `template` with `constants` filled in."""
-        self.kernel_sources.setdefault(name, template.format(name=name, **constants))
-        indices = []
-        for array in arrays:
-            indices.append(len(self.arrays))
-            self.arrays.append(array)
-        self.lines.append(f"    {name}({', '.join(f'a[{i}]' for i in indices)})")
-
-    def conv_bn(self, x, conv: Conv, out_buffer, with_relu: bool):
-        pool = self.pool
-        out = self.view(out_buffer, conv.out_size, conv.out_channels)
-        shape = dict(size=conv.out_size, channels=conv.out_channels)
-        self.emit(CONV, f"conv_{conv.in_size}x{conv.in_channels}_{conv.out_size}x{conv.out_channels}"
-                        f"_k{conv.kernel}s{conv.stride}", (x, pool[f"{conv.name}.weight"], out),
-                  in_size=conv.in_size, in_channels=conv.in_channels, out_size=conv.out_size,
-                  out_channels=conv.out_channels, kernel=conv.kernel, stride=conv.stride, padding=conv.padding)
-        self.emit(BATCH_NORM, f"batch_norm_{conv.out_size}x{conv.out_channels}",
-                  (out, pool[f"{conv.bn}.weight"], pool[f"{conv.bn}.bias"], pool[f"{conv.bn}.running_mean"],
-                   pool[f"{conv.bn}.running_var"], out), eps=self.manifest["bn_eps"], **shape)
-        if with_relu:
-            self.emit(RELU, f"relu_{conv.out_size}x{conv.out_channels}", (out, out), **shape)
-        return out
-
-    def bottleneck(self, x, block: Bottleneck, free):
-        """Plan one block reading x; `free` are the three buffers x is not in. Returns the output view."""
-        b1, b2, b3 = free
-        self.lines.append(f"    # {block.name}")
-        out = self.conv_bn(x, block.conv1, b1, with_relu=True)
-        out = self.conv_bn(out, block.conv2, b2, with_relu=True)
-        out = self.conv_bn(out, block.conv3, b3, with_relu=False)
-        shortcut = self.conv_bn(x, block.downsample, b1, with_relu=False) if block.downsample else x
-        shape = dict(size=block.conv3.out_size, channels=block.conv3.out_channels)
-        self.emit(ADD, "add_{size}x{channels}".format(**shape), (out, shortcut, out), **shape)
-        self.emit(RELU, "relu_{size}x{channels}".format(**shape), (out, out), **shape)
-        return out
-
-    def plan(self):
-        arch, buffers = self.arch, self.buffers
-        x = self.conv_bn(self.input, arch.stem, buffers[0], with_relu=True)
-        pool = arch.pool
-        pooled = self.view(buffers[1], pool.out_size, pool.channels)
-        self.emit(MAX_POOL, f"max_pool_{pool.in_size}x{pool.channels}", (x, pooled), in_size=pool.in_size,
-                  out_size=pool.out_size, channels=pool.channels, kernel=pool.kernel, stride=pool.stride,
-                  padding=pool.padding)
-        x, current = pooled, 1
-        for block in arch.blocks:
-            others = [i for i in range(NUM_BUFFERS) if i != current]
-            x = self.bottleneck(x, block, [buffers[i] for i in others])
-            current = others[2]  # the block's output is in the third free buffer
-        last = arch.blocks[-1].conv3
-        self.emit(GLOBAL_AVG_POOL, f"global_avg_pool_{last.out_size}x{last.out_channels}", (x, self.features),
-                  size=last.out_size, channels=last.out_channels, positions=last.out_size**2)
-        fc = arch.fc
-        self.emit(FULLY_CONNECTED, f"fully_connected_{fc.in_features}_{fc.out_features}",
-                  (self.features, self.pool["fc.weight"], self.pool["fc.bias"], self.logits),
-                  in_features=fc.in_features, out_features=fc.out_features)
-
-    def write_source(self) -> Path:
-        """The generated forward module's path in the kernel cache (common.codegen.write_modules). Its name and each
-        kernel module's hold a digest of their source, of this generator and of the machine, so that numba's cached
-        machine code is only reused for the same three."""
-        variant = self.manifest["variant"]
-        name = f"{Path(__file__).parent.name}_resnet50_{variant.replace('.', '_')}"
-        return write_modules(name, f"ResNet-50 forward pass for {variant} weights", PRELUDE, self.kernel_sources,
-                             self.lines, generator=Path(__file__))
+        self.arrays = self.plan.arrays  # a[i] of the generated forward(a)
 
     def forward(self, image):
         """image: HWC float32 (224, 224, 3) -> logits (1000,). The returned array is the model's own
         logits buffer: the next forward() overwrites it."""
-        self.input[...] = image
+        self.plan.image[...] = image
         self.kernels.forward(self.arrays)
-        return self.logits
+        return self.plan.logits
