@@ -3,15 +3,17 @@
 Stage 5 writes this out as its Model: the weights prepared once and mapped from the cache after
 (common/prepared.py), the forward pass planned (`plan(arch, pool)`, a Plan: common/planner.py), its source written
 into the kernel cache and compiled or loaded from it (common/codegen.py), and forward() writing the photo into the
-plan's input, calling the generated forward(a) on the plan's arrays and returning its logits. From stage 6 on a
-stage declares its model from its own parts:
+plan's input, calling the generated forward(a) on the plan's arrays and returning its logits. Every generated stage
+declares what its model is built from in one record, and from stage 6 on builds it with Compiled:
 
-    Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan)
+    PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan)
+    Model = partial(Compiled, PARTS)
 
-A stage that tunes itself (stage 12 on, which writes the tuning out) adds `tuning=Tuning(...)`: before its weights
-are prepared, the tuner (common/tuning.py) plans the forward pass once per round of candidates on stand-in weights
-(`stand_in_plan`), compiles the rounds' kernels and times their calls; the weights are then packed for the choices
-and the pass planned with them: `load_pool(manifest, weights_dir, choices)`, `plan(arch, pool, choices)`.
+A stage that tunes itself (stage 12 on) adds `tuning=Tuning(...)`: before its weights are prepared, the tuner
+(common/tuning.py) plans the forward pass once per round of candidates on stand-in weights (`stand_in_plan`),
+compiles the rounds' kernels and times their calls; the weights are then packed for the choices and the pass planned
+with them: `load_pool(manifest, weights_dir, choices)`, `plan(arch, pool, choices)`. The pictures and the committed
+example kernels (common/examples.py) plan from the same record.
 """
 
 import time
@@ -52,6 +54,21 @@ class Tuning:
         return first
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What a generated stage's model is built from."""
+
+    generator: Path  # the stage's model.py
+    prelude: str  # what every generated kernel module starts with: its imports and the type names of its layouts
+    load_pool: Callable  # (manifest, weights_dir[, choices]) -> the weights as the kernels read them
+    plan: Callable  # (arch, pool[, choices]) -> Plan
+    choice: str = ""  # what a tiled stage says it chose for this CPU on the command line's first line
+    tuning: Tuning | None = None  # a tuned stage's
+    # What the plan reads beside the weights, measured on them but not kept with them (an int8 stage's activation
+    # units, calibrated): (manifest, weights_dir) -> entries added to the pool.
+    measure: Callable | None = None
+
+
 def stand_in_plan(arch: ResNet50, plan: Callable, tuning: Tuning, choices: dict, stand_ins: dict,
                   measured: dict) -> Plan:
     """The forward pass planned with `choices` on stand-in weights, each conv's its own (as its real weights, they
@@ -70,19 +87,19 @@ def stand_in_plan(arch: ResNet50, plan: Callable, tuning: Tuning, choices: dict,
     return plan(arch, pool | measured, choices)
 
 
-def tune(generator: Path, prelude: str, arch: ResNet50, plan: Callable, tuning: Tuning, variant: str,
-         measured: dict):
+def tune(parts: Parts, arch: ResNet50, variant: str, measured: dict):
     """(choice by layer shape, what the header line says): from the choice file, or tuned now: the forward pass
     planned with each round's candidates on stand-in weights, every round's kernels compiled together, and their
     calls timed (common/tuning.py)."""
+    generator, tuning = parts.generator, parts.tuning
     first = tuning.first_of_each_shape(arch)
     options = {shape: [list(c) for c in tuning.candidates(conv)] for shape, conv in first.items()}
     stand_ins, kernels, tiled = {}, {}, {}  # shared by the rounds
     rounds = []
 
     def network(choices: dict[str, list]):
-        planned = stand_in_plan(arch, plan, tuning, {s: tuning.choice(*c) for s, c in choices.items()}, stand_ins,
-                                measured)
+        planned = stand_in_plan(arch, parts.plan, tuning, {s: tuning.choice(*c) for s, c in choices.items()},
+                                stand_ins, measured)
         kernels.update(planned.kernels)
         tiled.update(planned.tiled)
         rounds.append(planned)
@@ -92,46 +109,42 @@ def tune(generator: Path, prelude: str, arch: ResNet50, plan: Callable, tuning: 
         """Every round's kernels so far, compiled (in one process per core) or loaded from the kernel cache."""
         trials = Plan(kernels, [step for planned in rounds for step in planned.steps], tiled, rounds[0].image,
                       rounds[0].logits)
-        return compiled(trials, write(trials, generator, prelude, variant, "tuning"))[0]
+        return compiled(trials, write(trials, generator, parts.prelude, variant, "tuning"))[0]
 
     choices, how = tuned(generator, options, network, compile_trials, lambda c: label(tuning.choice(*c)))
     return {shape: tuning.choice(*choice) for shape, choice in choices.items()}, how
 
 
 class Compiled:
-    """ResNet-50 as a generated stage builds it: weights prepared and (a tuned stage: after tuning) the forward pass
-    planned when it is built, its source generated and compiled, one specialized kernel per distinct layer shape.
-    `choice` is what a tiled stage says it chose for this CPU on the command line's first line."""
+    """ResNet-50 as a generated stage builds it from its Parts: weights prepared and (a tuned stage: after tuning) the
+    forward pass planned when it is built, its source generated and compiled, one specialized kernel per distinct
+    layer shape."""
 
-    def __init__(self, generator: Path, prelude: str, load_pool: Callable, plan: Callable,
-                 weights_dir: Path = WEIGHTS_DIR, *, choice: str = "", tuning: Tuning | None = None,
-                 measure: Callable | None = None):
+    def __init__(self, parts: Parts, weights_dir: Path = WEIGHTS_DIR):
         self.manifest = load_manifest(weights_dir)
         self.arch = resnet50(self.manifest["variant"])
-        variant = self.manifest["variant"]
+        variant, generator, tuning = self.manifest["variant"], parts.generator, parts.tuning
         self.timings = {}  # set-up costs in seconds
-        # What the plan reads beside the weights, measured on them but not kept with them: an int8 stage's
-        # activation units, calibrated (measure(manifest, weights_dir) -> entries added to the pool).
-        measured = measure(self.manifest, weights_dir) if measure else {}
+        measured = parts.measure(self.manifest, weights_dir) if parts.measure else {}
         choices = ()  # a tuned stage's choice by layer shape: what its weights are packed and its plan made for
         if tuning is None:
-            self.choice = choice
+            self.choice = parts.choice
             # Computed once, then mapped from the cache (common/prepared.py).
             pool, self.timings["load weights"] = timed(
-                prepared_pool, lambda: load_pool(self.manifest, weights_dir), self.manifest, weights_dir, generator)
+                prepared_pool, lambda: parts.load_pool(self.manifest, weights_dir), self.manifest, weights_dir,
+                generator)
         else:
             # Its trial forward passes run on stand-in weights and buffers of their own.
-            (tuned_choices, how), self.timings["tune"] = timed(tune, generator, prelude, self.arch, plan, tuning,
-                                                              variant, measured)
-            choices = (tuned_choices,)
+            (tuned, how), self.timings["tune"] = timed(tune, parts, self.arch, variant, measured)
+            choices = (tuned,)
             self.choice = f"{tuning.header}{how}, {VECTOR_BITS}-bit vectors"
             # Computed once, then mapped from the cache (common/prepared.py), again when the stage is tuned again.
             pool, self.timings["load weights"] = timed(
-                prepared_for, tuned_choices, lambda: load_pool(self.manifest, weights_dir, tuned_choices),
-                self.manifest, weights_dir, generator)
+                prepared_for, tuned, lambda: parts.load_pool(self.manifest, weights_dir, tuned), self.manifest,
+                weights_dir, generator)
         start = time.perf_counter()
-        self.plan = plan(self.arch, pool | measured, *choices)
-        self.source_path = write(self.plan, generator, prelude, variant)
+        self.plan = parts.plan(self.arch, pool | measured, *choices)
+        self.source_path = write(self.plan, generator, parts.prelude, variant)
         self.timings["codegen"] = time.perf_counter() - start
         # Compiled (the tile kernels with tile_vectorizer's settings), or loaded from the disk cache.
         self.kernels, how, seconds = compiled(self.plan, self.source_path)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common.architecture import Conv
-from common.model import Compiled
+from common.model import Compiled, Parts
 from common.planner import Planner, indented
 from common.tiles import BLOCK, ROWS, TILE_CHOICE, tiled_conv, tiled_plan
 from common.weights import fold_batch_norm, folded_pool
@@ -206,4 +206,5 @@ def plan(arch, pool):
     return tiled_plan(arch, pool, conv_step)
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+PARTS = Parts(Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+Model = partial(Compiled, PARTS)

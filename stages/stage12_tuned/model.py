@@ -28,7 +28,7 @@ import numpy as np
 
 from common.architecture import Conv, ResNet50
 from common.intrinsics import LANES, VECTOR_REGISTERS
-from common.model import Compiled, Tuning
+from common.model import Compiled, Parts, Tuning
 from common.planner import Planner
 from common.tiles import ROW_CHOICES, channel_vectors, tiled_conv, tiled_plan
 from common.weights import fold_batch_norm, folded_pool
@@ -136,5 +136,6 @@ def stand_in_fc(arch: ResNet50):
     return np.ones((fc.out_features, fc.in_features), np.float32), np.ones(fc.out_features, np.float32)
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan,
-                tuning=Tuning(Choice, candidates, stand_in, stand_in_fc))
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan,
+              tuning=Tuning(Choice, candidates, stand_in, stand_in_fc))
+Model = partial(Compiled, PARTS)

@@ -42,7 +42,7 @@ from common.architecture import Bottleneck, Conv, ResNet50, resnet50
 from common.calibration import activation_ranges
 from common.intrinsics import LANES, VECTOR_BITS
 from common.kernels import NUM_BUFFERS
-from common.model import Compiled, Tuning
+from common.model import Compiled, Parts, Tuning
 from common.planner import Plan, Planner, rotate
 from common.target import target_features
 from common.tiles import TILES, Choice, label, shape_name
@@ -424,5 +424,6 @@ def stand_in_fc(arch: ResNet50):
 
 # Shown on the command line's first line, with the precision and how its sums are made.
 SUMS = f"int32 sums by vpdpbusd ({VNNI_FEATURE})" if HAS_VNNI else "no VNNI on this CPU: plain integer sums, slow"
-Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan, measure=measure,
-                tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"int8, {SUMS}; "))
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan, measure=measure,
+              tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"int8, {SUMS}; "))
+Model = partial(Compiled, PARTS)

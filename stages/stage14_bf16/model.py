@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 from common.architecture import Conv, ResNet50
 from common.intrinsics import LANES, VECTOR_BITS
 from common.kernels import NUM_BUFFERS
-from common.model import Compiled, Tuning
+from common.model import Compiled, Parts, Tuning
 from common.planner import Plan, Planner, bottleneck, rotate
 from common.target import target_features
 from common.tiles import TILES, Choice, label, shape_name
@@ -385,5 +385,6 @@ def stand_in_fc(arch: ResNet50):
 # Shown on the command line's first line, with the precision and how its sums are made.
 SUMS = (f"float32 sums by vdpbf16ps ({BF16_FEATURE})" if HAS_BF16
         else "no AVX512_BF16 on this CPU: plain float32 sums, slow")
-Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan,
-                tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"bfloat16, {SUMS}; "))
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan,
+              tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"bfloat16, {SUMS}; "))
+Model = partial(Compiled, PARTS)

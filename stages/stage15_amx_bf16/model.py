@@ -49,7 +49,7 @@ from common.bf16 import (
 )
 from common.bf16 import stand_in as vector_stand_in
 from common.intrinsics import BF16_FEATURE, HAS_BF16, PAIR, bf16_bits
-from common.model import Compiled, Tuning
+from common.model import Compiled, Parts, Tuning
 from common.planner import Plan, Planner, indented
 from common.target import target_features
 from common.tiles import TILES, Choice, label, shape_name
@@ -160,8 +160,7 @@ from numba import njit, prange
 
 from common.intrinsics import dot_pairs, from_bf16, to_bf16, wide_vectors
 from common.intrinsics import stack_lines as stack_floats
-from stages.stage15_amx_bf16.model import (load_tile, load_tile_config, release_tiles, store_tile, tile_dot,
-                                           zero_tile)
+from stages.stage15_amx_bf16.model import load_tile, load_tile_config, release_tiles, store_tile, tile_dot, zero_tile
 
 HWC = "float32[:, :, ::1]"
 BF16 = "uint16[:, :, ::1]"
@@ -325,6 +324,7 @@ def stand_in(conv: Conv, choice: Choice):
 SUMS = ("float32 sums by AMX's tdpbf16ps (amx-bf16), fc's by vdpbf16ps" if HAS_AMX
         else f"no AMX here: float32 sums by vdpbf16ps ({BF16_FEATURE})" if HAS_BF16
         else "no AVX512_BF16 on this CPU: plain float32 sums, slow")
-Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan,
-                tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"bfloat16, {SUMS}; ",
-                              example=lambda conv: candidates(conv, amx=True)[0]))
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan,
+              tuning=Tuning(Choice, candidates, stand_in, stand_in_fc, header=f"bfloat16, {SUMS}; ",
+                            example=lambda conv: candidates(conv, amx=True)[0]))
+Model = partial(Compiled, PARTS)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common.architecture import Bottleneck, Conv, ResNet50, resnet50
+from common.model import Parts
 from common.paths import WEIGHTS_DIR
 from common.planner import Plan, Planner, compiled, rotate, write
 from common.prepared import prepared_pool
@@ -196,6 +197,9 @@ def plan(arch: ResNet50, pool: dict) -> Plan:
            (features, pool["fc.weight"], pool["fc.bias"], logits), in_features=fc.in_features,
            out_features=fc.out_features)
     return p.plan(image, logits)
+
+
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan)  # what Model below is built from (common/model.py)
 
 
 class Model:

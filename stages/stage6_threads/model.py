@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from common.kernels import unfused_plan, unfused_pool
-from common.model import Compiled
+from common.model import Compiled, Parts
 
 # What every generated kernel module starts with, after the docstring common.codegen.write_modules gives it.
 PRELUDE = '''import math
@@ -57,4 +57,5 @@ def plan(arch, pool):
     return unfused_plan(arch, pool, CONV)
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, unfused_pool, plan)
+PARTS = Parts(Path(__file__), PRELUDE, unfused_pool, plan)
+Model = partial(Compiled, PARTS)

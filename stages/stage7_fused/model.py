@@ -23,7 +23,7 @@ import numpy as np
 
 from common.architecture import Bottleneck, Conv, ResNet50, resnet50
 from common.kernels import NUM_BUFFERS, head, max_pool
-from common.model import Compiled
+from common.model import Compiled, Parts
 from common.planner import Plan, Planner, rotate
 from common.weights import load_tensor
 
@@ -123,4 +123,5 @@ def plan(arch: ResNet50, pool: dict) -> Plan:
     return p.plan(image, head(p, arch, x, pool["fc"]))
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, load_pool, plan)
+PARTS = Parts(Path(__file__), PRELUDE, load_pool, plan)
+Model = partial(Compiled, PARTS)

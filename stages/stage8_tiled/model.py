@@ -35,7 +35,7 @@ from numba.extending import intrinsic
 
 from common.architecture import Bottleneck, Conv, ResNet50
 from common.kernels import NUM_BUFFERS, head, max_pool
-from common.model import Compiled
+from common.model import Compiled, Parts
 from common.planner import Plan, Planner, rotate
 from common.target import vector_registers
 from common.weights import fold_batch_norm, folded_pool
@@ -210,4 +210,5 @@ def plan(arch: ResNet50, pool: dict) -> Plan:
     return p.plan(image[inside, inside], head(p, arch, x, pool["fc"]))
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+PARTS = Parts(Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+Model = partial(Compiled, PARTS)

@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from common.architecture import Conv
-from common.model import Compiled
+from common.model import Compiled, Parts
 from common.planner import Planner
 from common.tiles import BLOCK, ROWS, TILE_CHOICE, fold, tiled_plan
 from common.weights import folded_pool
@@ -105,4 +105,5 @@ def plan(arch, pool):
     return tiled_plan(arch, pool, conv_step)
 
 
-Model = partial(Compiled, Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+PARTS = Parts(Path(__file__), PRELUDE, partial(folded_pool, fold=fold), plan, choice=TILE_CHOICE)
+Model = partial(Compiled, PARTS)
