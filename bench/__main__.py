@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.interleaved import BLOCKS, INTERLEAVED_GLOB, PASSES
+from bench.interleaved import BLOCKS, PASSES
+from bench.paths import INTERLEAVED_GLOB, RAW_JSON, RESULTS_DIR
 from bench.peers import FLOAT32
-from bench.report import RAW_JSON, RESULTS_DIR
 from bench.report import main as report_main
 from bench.rows import ALL, DEFAULT_IMAGE, precision, same_precision, select_peers, select_stages
 from common.cli import positive_int

@@ -27,16 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.paths import ACCURACY_JSON, ACCURACY_MD, RESULTS_DIR
 from bench.peers import PEERS
 from bench.rows import build, precision
 from common.cli import positive_int, set_threads
 from common.errors import UserError, run_reporting_errors, say
 from common.labels import TOP_K, softmax
 from common.paths import WEIGHTS_DIR
-from common.stages import FASTEST, PRECISIONS, STAGES
+from common.stages import FASTEST, STAGES
 from common.weights import load_manifest
+from stages import PRECISIONS
 
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_THREADS = 2
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", help=f"comma list (default: {', '.join(reduced_rows())})")
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for accuracy.json and accuracy.md")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"folder for {ACCURACY_JSON} and {ACCURACY_MD}")
     args = parser.parse_args(argv)
     rows = args.rows.split(",") if args.rows else reduced_rows()
     unknown = [row for row in rows if row not in STAGES and row not in PEERS]
@@ -111,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                **summary(list(per_input.values())),
                                "disagreements": [name for name, one in per_input.items() if not one["same_top1"]]}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "accuracy.md").write_text(markdown(result))
+    (args.out / ACCURACY_JSON).write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / ACCURACY_MD).write_text(markdown(result))
     print(markdown(result))
     return 0
 

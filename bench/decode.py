@@ -14,12 +14,11 @@ import tempfile
 from pathlib import Path
 
 from bench.album import DEFAULT_PHOTOS, make_album
-from bench.report import MS_PER_S
 from common.cli import positive_int
 from common.errors import UserError
 from common.image import images_in, opencv_rgb_crop, pillow_rgb_crop
 from common.paths import WEIGHTS_DIR
-from common.timing import timed
+from common.timing import MS_PER_S, timed
 from common.weights import load_manifest
 
 DEFAULT_REPEAT = 3

@@ -39,8 +39,8 @@ import cpuinfo
 import numpy as np
 
 from bench.busy import busy_core
+from bench.paths import BUSY_JSON, INTERLEAVED_JSON, RESULTS_DIR
 from bench.peers import FLOAT32
-from bench.report import MS_PER_S, RESULTS_DIR
 from bench.rows import DEFAULT_IMAGE, build, check_stage, precision, same_precision, select_peers
 from common.cli import positive_int
 from common.cpu_load import OtherPrograms
@@ -48,11 +48,9 @@ from common.errors import UserError, run_reporting_errors
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
 from common.stages import FASTEST
+from common.timing import MS_PER_S
 from common.weights import load_manifest
 
-INTERLEAVED_JSON = "interleaved.json"  # the float32 comparison; a reduced-precision one: interleaved-int8.json
-INTERLEAVED_GLOB = "interleaved*.json"
-BUSY_JSON = "busy.json"
 BLOCKS = 16  # rounds: enough for quartiles of the ratios
 PASSES = 10  # timed forward passes per block
 QUARTILES = 4

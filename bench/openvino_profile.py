@@ -36,8 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.peers import OPENVINO_CONFIG, onnx_model, to_nchw_batch
-from bench.report import MS_PER_S
-from common.timing import timed
+from common.timing import MS_PER_S, timed
 from common.trace import AVGPOOL, Layer
 
 LIBRARY = "openvino"  # the one library `--vs` compares with

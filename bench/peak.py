@@ -23,26 +23,31 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from common import intrinsics as amx
 from common.cli import positive_int
-from common.stages import FASTEST, STAGES, precision, stage_module
+from common.intrinsics import (
+    HAS_BF16,
+    HAS_VNNI,
+    LANES,
+    PAIR,
+    QUAD,
+    VECTOR_REGISTERS,
+    bf16_bits,
+    dot_pairs,
+    dot_quads,
+    stack_floats,
+    stack_ints,
+    tile_vectorizer,
+    wide_vectors,
+)
 
-# The last stage's register tile tools; the tiled stages all have the same.
-tiled = stage_module(FASTEST)
-stack_floats, tile_vectorizer, wide_vectors = tiled.stack_floats, tiled.tile_vectorizer, tiled.wide_vectors
-LANES = tiled.LANES
 # Three quarters of the vector registers as independent sums (24 with AVX-512, 12 with AVX2), one vector
 # each: more than the 2 units x 4 cycles of FMA latency need in flight, and no spills.
-CHAINS, WIDTH = tiled.VECTOR_REGISTERS * 3 // 4, LANES
+CHAINS, WIDTH = VECTOR_REGISTERS * 3 // 4, LANES
 SUMS = CHAINS * WIDTH
-# The int8 stage's dot product, and what one of them does: LANES lanes of QUAD multiply-adds.
-int8 = stage_module(next(stage for stage in STAGES if precision(stage) == "int8"))
-stack_ints, dot_quads = int8.stack_ints, int8.dot_quads
-MACS_PER_DOT = int8.LANES * int8.QUAD
-# The bfloat16 stage's: LANES lanes of PAIR multiply-adds.
-bf16 = stage_module(next(stage for stage in STAGES if precision(stage) == "bf16"))
-dot_pairs, MACS_PER_PAIR_DOT = bf16.dot_pairs, bf16.LANES * bf16.PAIR
-# The AMX stage's tiles: 4 sum tiles of TILE_ROWS x AMX_N, each tile_dot AMX_K products per sum.
-amx = stage_module(next(stage for stage in STAGES if hasattr(stage_module(stage), "tile_dot")))
+MACS_PER_DOT = LANES * QUAD  # vpdpbusd: LANES lanes of QUAD multiply-adds
+MACS_PER_PAIR_DOT = LANES * PAIR  # vdpbf16ps: LANES lanes of PAIR multiply-adds
+# tdpbf16ps: a sum tile of TILE_ROWS x AMX_N, each sum AMX_K products
 MACS_PER_TILE_DOT = amx.TILE_ROWS * amx.AMX_N * amx.AMX_K
 STEPS = 2_000_000
 REPEATS = 7
@@ -70,7 +75,7 @@ def fma_loop(scale, offset, out, steps):
 
 def dot_loop_of(stack, dot):
     """A loop of CHAINS independent dot products `dot` per step, on sums in a `stack` array, in each thread: the
-    int8 stage's (stack_ints, dot_quads) or the bfloat16 stage's (stack_floats, dot_pairs)."""
+    int8 stage's (stack_ints, dot_quads) or the bfloat16 stage's (stack_floats, dot_pairs), common/intrinsics.py's."""
     @njit(parallel=True)
     def dot_loop(operand, weight, out, steps):
         wide_vectors()
@@ -94,10 +99,10 @@ dot_loop, pair_loop = dot_loop_of(stack_ints, dot_quads), dot_loop_of(stack_floa
 def bf16_peak_flops(threads: int) -> float | None:
     """Best bfloat16 FLOP/s (2 per multiply-add) of `threads` threads, each running its own loop of independent
     vdpbf16ps; None on a CPU without AVX512_BF16."""
-    if not bf16.HAS_BF16:
+    if not HAS_BF16:
         return None
     numba.set_num_threads(threads)
-    pair = bf16.bf16_bits(np.zeros(bf16.PAIR)).view(np.int32)  # products of 0: the sums stay 0, never denormal
+    pair = bf16_bits(np.zeros(PAIR)).view(np.int32)  # products of 0: the sums stay 0, never denormal
     weight = np.full(WIDTH, pair[0], np.int32)
     out = np.empty((threads, SUMS), np.float32)
     pair_loop(pair[0], weight, out, 1)
@@ -151,7 +156,7 @@ def amx_peak_flops(threads: int) -> float | None:
 def int8_peak_ops(threads: int) -> float | None:
     """Best int8 operations (2 per multiply-add) per second of `threads` threads, each running its own loop of
     independent vpdpbusd; None on a CPU without VNNI."""
-    if not int8.HAS_VNNI:
+    if not HAS_VNNI:
         return None
     numba.set_num_threads(threads)
     weight = np.full(WIDTH, 0x01010101, np.int32)  # codes 1: the sums grow by 4 a step, far from overflowing

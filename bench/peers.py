@@ -60,6 +60,7 @@ from common.paths import CACHE_DIR, WEIGHTS_DIR
 from common.photos import SETUP_DEV, calibration_key, calibration_photos
 from common.reference import Reference
 from common.weights import MANIFEST, load_manifest, sha256_file
+from stages import PRECISION_PEAK
 
 ONNX_DIR = CACHE_DIR / "onnx"
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
@@ -192,6 +193,7 @@ def onnxruntime_int8_model(weights_dir: Path = WEIGHTS_DIR) -> Path:
 
 class PyTorchPeer:
     precision = FLOAT32
+    peak = PRECISION_PEAK[FLOAT32]  # the instruction whose measured peak the row's share is of (stages.PEAKS)
     model_file = None  # builds its model from the weights themselves
 
     def __init__(self, weights_dir: Path, threads: int):
@@ -205,6 +207,7 @@ class PyTorchPeer:
 
 class OnnxRuntimePeer:
     precision = FLOAT32
+    peak = PRECISION_PEAK[FLOAT32]
     model_file = staticmethod(onnx_model)
 
     def __init__(self, weights_dir: Path, threads: int):
@@ -224,12 +227,16 @@ class OnnxRuntimePeer:
 
 class OnnxRuntimeInt8Peer(OnnxRuntimePeer):
     precision = INT8
+    peak = PRECISION_PEAK[INT8]
     model_file = staticmethod(onnxruntime_int8_model)
 
 
 # float32 like everyone else: on CPUs with bf16 units OpenVINO would otherwise compute in bf16.
 OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 OPENVINO_BF16_CONFIG = {**OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": "bf16"}
+# The AMX instruction of a precision: bench.peak measures tdpbf16ps's peak, not tdpbusd's, so an int8 row on AMX has
+# no share of a peak.
+AMX_PEAK = {BF16: "tdpbf16ps", INT8: "tdpbusd", FLOAT32: "none"}  # AMX has no float32 products
 # The precisions OpenVINO may run a reduced-precision peer's convolutions in, as its runtime model names them.
 OPENVINO_CONV_PRECISIONS = {BF16: {"bf16"}, INT8: {"u8", "i8"}}
 OPENVINO_CONV = "Convolution"
@@ -255,7 +262,9 @@ class OpenVinoPeer:
         # row's share of the peak is then of (bench/report.py).
         kernels = {op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ops()
                    if op.get_rt_info()["layerType"].astype(str) == OPENVINO_CONV}
-        self.peak = f"amx-{self.precision}" if any("_amx" in kernel for kernel in kernels) else None
+        self.peak = PRECISION_PEAK[self.precision]
+        if any("_amx" in kernel for kernel in kernels):
+            self.peak = AMX_PEAK[self.precision]
 
     def check_precision(self, compiled) -> None:
         """A row named bf16 or int8 must compute in it: OpenVINO picks each node's precision from what the CPU

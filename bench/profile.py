@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import openvino_profile
-from bench.report import FLOPS_PER_MAC, GIGA, MS_PER_S
+from bench.paths import FLOPS_PER_MAC, GIGA, PERCENT
 from bench.rows import DEFAULT_IMAGE, check_stage, rounds_for
 from common.architecture import resnet50
 from common.cli import positive_int, set_threads
@@ -27,14 +27,13 @@ from common.errors import UserError
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
 from common.stages import stage_module
-from common.timing import timed
+from common.timing import MS_PER_S, timed
 from common.trace import attribute, kernel_calls, layers
 from common.weights import load_manifest
 
 PROFILE_SECONDS = 5.0  # profiled forward passes: as many as fit, within MIN_RUNS..MAX_RUNS
 MIN_RUNS, MAX_RUNS = 1, 20
 MEGA = 1e6
-PERCENT = 100.0
 
 
 def profile(stage: str, image: np.ndarray, variant: str, runs: int | None) -> dict:

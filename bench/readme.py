@@ -48,12 +48,11 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.report import AVX2_COLUMNS, COLUMNS, LATEST_JSON, LATEST_MD, RESULTS_DIR, fmt
+from bench.paths import ACCURACY_JSON, ACCURACY_MD, LADDER_JSON, LATEST_JSON, LATEST_MD, RESULTS_DIR
+from bench.report import AVX2_COLUMNS, COLUMNS, fmt
 from common.errors import UserError
 from common.paths import REPO
-from course.ladder import LADDER_JSON
 
-ACCURACY_JSON, ACCURACY_MD = "accuracy.json", "accuracy.md"  # bench/accuracy.py's, beside latest.json
 # accuracy.json's figures -> how its table writes them
 ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "top5_overlap_min": "{}",
                     "top1_prob_change_max": "{:.3f}", "logits_rel_error_median": "{:.3f}",

@@ -13,18 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.interleaved import markdown
+from bench.paths import (
+    FLOPS_PER_MAC,
+    GIGA,
+    INTERLEAVED_GLOB,
+    INTERLEAVED_JSON,
+    LATEST_JSON,
+    LATEST_MD,
+    LATEST_PNG,
+    PERCENT,
+    RAW_JSON,
+    RESULTS_DIR,
+)
 from bench.peers import FLOAT32, PEERS
 from bench.rows import precision
 from common.errors import UserError
-from common.paths import REPO
 from common.stages import stage_number
+from common.timing import MS_PER_S
+from stages import PRECISION_PEAK
 
-RESULTS_DIR = REPO / "bench" / "results"
-RAW_JSON = "raw.json"
-LATEST_JSON, LATEST_MD, LATEST_PNG = "latest.json", "latest.md", "chart.png"
-MS_PER_S = 1000.0
-FLOPS_PER_MAC = 2  # a multiply-add is two floating-point operations
-GIGA = 1e9
 SPREAD_PERCENTILE = 90
 FIRST_STAGE_PREFIX = "stage1_"
 TORCH_PEER = "pytorch"
@@ -45,7 +53,6 @@ COLUMNS = (  # (field in latest.json, Markdown header, format)
 # Where the tiled stages were also run compiled for an AVX2 CPU (`python -m bench --avx2`), beside their own rows.
 AVX2_COLUMNS = (("avx2_median_ms", "AVX2 build median ms", "ms"), ("avx2_vs_native", "AVX2 / native", "x"),
                 ("avx2_peak_share", "AVX2 build % of AVX2 peak", "percent"))
-PERCENT = 100.0
 # The end-to-end rows (bench/test_end_to_end.py), in their own table below the latency table.
 END_TO_END = "end_to_end"
 END_TO_END_COLUMNS = (
@@ -87,11 +94,13 @@ def latency_benchmarks(raw: dict) -> list[dict]:
 def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     """One dict per benchmarked row with every figure of the table, plus what the table leaves out; with the
     raw JSON of an AVX2 build's run, its figures for the same stages."""
-    # A row's share of the peak of its precision: float32 rows of the FMA peak, int8 rows of the vpdpbusd peak,
-    # bfloat16 rows of the vdpbf16ps peak; a row that says it computes on another unit, of that one's (AMX's).
+    # A row's share of the peak of the instruction it says it computes with (a stage's record, a peer's class):
+    # float32 rows of the FMA peak, int8 rows of the vpdpbusd peak, bfloat16 rows of the vdpbf16ps peak, AMX bfloat16
+    # rows of the tdpbf16ps peak. Where that peak was not measured (the AMX stage on a CPU without AMX, which runs
+    # the vector kernels instead), of its precision's; a row on an instruction bench.peak does not measure, none.
     info = raw.get("machine_info", {})
-    peaks = {"float32": info.get("peak_gflops"), "int8": info.get("int8_peak_gops"),
-             "bf16": info.get("bf16_peak_gflops"), "amx-bf16": info.get("amx_bf16_peak_gflops")}
+    peaks = {"fma": info.get("peak_gflops"), "vpdpbusd": info.get("int8_peak_gops"),
+             "vdpbf16ps": info.get("bf16_peak_gflops"), "tdpbf16ps": info.get("amx_bf16_peak_gflops")}
     rows = []
     for bench in latency_benchmarks(raw):
         stats, extra = bench["stats"], bench["extra_info"]
@@ -111,7 +120,9 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             "first_forward_s": extra["first_forward_s"], "top1": extra["top1"], "threads": extra["threads"],
             **{f"first_answer_{k}_s": (extra.get("first_answer_s") or {}).get(k) for k in ("cold", "warm")},
         })
-        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], peaks.get(extra.get("peak") or rows[-1]["precision"]))
+        measured = peaks.get(extra["peak"]) or peaks[PRECISION_PEAK[rows[-1]["precision"]]] \
+            if extra["peak"] in peaks else None
+        rows[-1]["peak_share"] = _ratio(rows[-1]["gflops"], measured)
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}
     stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
@@ -292,9 +303,6 @@ def write(raw_path: Path, out_dir: Path, avx2_path: Path | None = None) -> dict:
         "commit": raw.get("commit_info", {}).get("id"), "rows": rows, "end_to_end": build_end_to_end(raw, rows),
         "avx2_machine": machine(avx2) if avx2 else None,
     }
-    # here: bench.interleaved imports this module
-    from bench.interleaved import INTERLEAVED_GLOB, INTERLEAVED_JSON, markdown
-
     interleaved = out_dir / INTERLEAVED_JSON
     summary["interleaved"] = json.loads(interleaved.read_text()) if interleaved.is_file() else None
     # The reduced-precision stages against the peers of their precision: interleaved-int8.json, ...

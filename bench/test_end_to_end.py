@@ -25,13 +25,13 @@ import numpy as np
 import pytest
 
 from bench.album import MEGAPIXELS, make_album
-from bench.report import MS_PER_S
 from bench.test_latency import announce
 from common.cli import DECODERS
 from common.image import normalize, opencv_rgb_crop, pillow_rgb_crop
 from common.paths import REPO, WEIGHTS_DIR
 from common.reference import Reference
 from common.stages import FASTEST
+from common.timing import MS_PER_S
 
 PASSES = 3
 CROPS = {"pillow": pillow_rgb_crop, "opencv": opencv_rgb_crop}

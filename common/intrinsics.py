@@ -6,7 +6,8 @@
 - stage 14 (bfloat16): `to_bf16` / `from_bf16` and numpy's twin `bf16_bits`, and `dot_pairs`, vdpbf16ps's 32
   multiply-adds of bfloat16 pairs, or its plain fallback;
 - stage 15 (AMX): the tile instructions (`load_tile`, `store_tile`, `zero_tile`, `tile_dot`, `load_tile_config`,
-  `release_tiles`), `amx_permitted` and `stack_lines`, a stack array on a cache line for tile stores.
+  `release_tiles`), the tiles' shapes (`tile_config`), `amx_permitted`, `cache_aligned` and `stack_lines`, a stack
+  array on a cache line for tile stores.
 
 Each stage's docstring and README explain them; tests/test_taught_once.py checks that the copy a stage teaches is
 this one. bench.peak measures each instruction's peak with them.
@@ -29,7 +30,6 @@ FLOAT32_BITS = 32
 # with AVX2, 128 x 32 with ARM's NEON.
 VECTOR_BITS, VECTOR_REGISTERS = vector_registers()
 LANES = VECTOR_BITS // FLOAT32_BITS  # float32 lanes in one vector register
-CACHE_LINE = 64  # bytes: the alignment AMX's tile loads and stores want
 
 
 # --- stage 8: the register tile's compile settings ---
@@ -76,7 +76,6 @@ def stack_array(element, align: int = 0):
 
 stack_floats = stack_array(types.float32)
 stack_ints = stack_array(types.int32)  # stage 13: the tile of int32 sums
-stack_lines = stack_array(types.float32, CACHE_LINE)  # stage 15: the sums AMX's tiles are stored to
 
 
 @contextlib.contextmanager
@@ -252,6 +251,17 @@ dot_pairs = bf16_pairs if HAS_BF16 else plain_pairs
 # --- stage 15: AMX ---
 
 AMX_FEATURES = ("amx-tile", "amx-bf16")  # as LLVM names them
+TILE_ROW_BYTES = 64  # bytes per tile row: a cache line, the alignment tile loads want
+TILE_ROWS = 16  # rows of a tile, at most
+AMX_K = TILE_ROW_BYTES // 2  # input channels in an input tile's row: 32 bfloat16s
+AMX_N = TILE_ROW_BYTES // (FLOAT32_BITS // 8)  # output channels in a sum tile's row: 16 float32s
+SUM_TILES = 4  # tiles 0-3: the sums of a work item, 4 x 16 = 64 output channels
+AMX_BLOCK = SUM_TILES * AMX_N
+INPUT_TILE, WEIGHT_TILES = 4, (5, 6, 7)  # the weight tiles take turns, so that a load need not wait for a dot
+TILES_IN_USE = SUM_TILES + 1 + len(WEIGHT_TILES)
+# ldtilecfg's 64 bytes: the palette (1: 8 tiles of 16 rows x 64 bytes at most), then from byte 16 each tile's bytes
+# per row as uint16, from byte 48 its rows as uint8.
+TILE_CONFIG_BYTES, PALETTE, COLUMN_BYTES_AT, ROWS_AT = 64, 1, 16, 48
 SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18  # Linux x86-64's arch_prctl(2)
 
 
@@ -264,6 +274,7 @@ def amx_permitted() -> bool:
 
 
 HAS_AMX = amx_permitted()
+stack_lines = stack_array(types.float32, TILE_ROW_BYTES)  # the sums AMX's tiles are stored to, on a cache line
 
 
 def tile_call(name: str, tiles, signature=None, values=()):
@@ -334,3 +345,24 @@ def load_tile_config(typingctx, config):
         return context.get_dummy_value()
 
     return types.none(config), codegen
+
+
+def tile_config(rows: int) -> np.ndarray:
+    """ldtilecfg's 64 bytes for sum and input tiles of `rows` rows (output pixels), weight tiles of TILE_ROWS (pairs
+    of input channels), every row TILE_ROW_BYTES."""
+    config = np.zeros(TILE_CONFIG_BYTES, np.uint8)
+    config[0] = PALETTE
+    config[COLUMN_BYTES_AT : COLUMN_BYTES_AT + 2 * TILES_IN_USE].view(np.uint16)[:] = TILE_ROW_BYTES
+    config[ROWS_AT : ROWS_AT + TILES_IN_USE] = [rows] * (SUM_TILES + 1) + [TILE_ROWS] * len(WEIGHT_TILES)
+    return config
+
+
+def cache_aligned(array: np.ndarray) -> np.ndarray:
+    """The array itself if it starts on a cache line, else a copy that does (numpy aligns to 16 bytes only)."""
+    if array.ctypes.data % TILE_ROW_BYTES == 0:
+        return array
+    room = np.empty(array.nbytes + TILE_ROW_BYTES, np.uint8)
+    start = -room.ctypes.data % TILE_ROW_BYTES
+    copy = room[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    return copy

@@ -4,6 +4,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+MS_PER_S = 1000.0
+
 
 def timed(fn: Callable, *args):
     """(fn's result, seconds it took)"""
@@ -23,4 +25,4 @@ def repeat_timed(fn: Callable, arg, repeat: int):
 
 
 def median_ms(seconds: list[float]) -> float:
-    return statistics.median(seconds) * 1000.0
+    return statistics.median(seconds) * MS_PER_S

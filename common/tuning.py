@@ -40,12 +40,12 @@ import numpy as np
 
 from common import codegen, prepared
 from common.errors import UserError, run_reporting_errors, say
+from common.timing import MS_PER_S
 
 PASSES = 9  # timed forward passes of every round's plan, taken in turns; the median is kept (odd: a pass's time)
 # What the tuning may add to a first run, candidates' compiles included, beyond compiling the stage's own kernels.
 TUNING_SECONDS = 30
 TIMING_SECONDS = 5  # of them, kept for timing the rounds' forward passes once they are compiled
-MS_PER_S = 1000.0
 CHOICES_KEY = "tuned for"  # the prepared pool's entry recording the choices its weights were packed for
 
 Calls = list[tuple[str, tuple]]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.report import MS_PER_S, PERCENT, RESULTS_DIR
+from bench.paths import LADDER_JSON, PERCENT, RESULTS_DIR
 from bench.rows import DEFAULT_IMAGE, rounds_for, select_stages
 from common.architecture import resnet50
 from common.cli import positive_int, set_threads
@@ -37,11 +37,11 @@ from common.errors import UserError
 from common.image import load_image
 from common.paths import WEIGHTS_DIR
 from common.stages import stage_module
-from common.timing import timed
+from common.timing import MS_PER_S, timed
 from common.trace import JOINS, STEM, Layer, Placer, kernel_calls, kinds_of, layers
 from common.weights import load_manifest
 
-LADDER_JSON, LADDER_PNG = "ladder.json", "ladder.png"
+LADDER_PNG = "ladder.png"
 # The classes of op, by the short name ladder.json and the READMEs' markers (bench/readme.py) use.
 STEM_CLASS, POOLING, FC, OTHER, OUTSIDE = "stem", "pool", "fc", "other", "outside"
 CONV_CLASSES = {1: "1x1", 3: "3x3"}  # by kernel size, outside the stem

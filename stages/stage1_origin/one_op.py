@@ -21,13 +21,13 @@ import time
 import numpy as np
 
 from common.architecture import resnet50
+from common.timing import MS_PER_S
 from stages.stage1_origin.model import conv2d
 
 LAYER = "layer1.0.conv2"
 CROP = 14  # of the layer's 56x56 input
 REPEATS = 3  # each way is timed this many times; the fastest counts (the others met a busy machine)
 MILLION = 1e6
-MS_PER_S = 1000.0
 
 
 def conv2d_vdot(x, weight, stride, padding):
