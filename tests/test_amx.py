@@ -13,16 +13,17 @@ import numba
 import numpy as np
 import pytest
 
+from common import intrinsics
 from common.architecture import resnet50
 from common.labels import softmax
 from common.paths import PICS_DIR, WEIGHTS_DIR
-from common.stages import STAGES, stage_module
+from common.stages import STAGES, record, stage_module
 from common.weights import load_tensor
 from tests.conftest import PICS
 from tests.test_network import check_answer
 from tests.test_portable_tiles import run_python
 
-STAGE = next(stage for stage in STAGES if hasattr(stage_module(stage), "tile_dot"))
+STAGE = next(stage for stage in STAGES if record(stage).peak == "tdpbf16ps")  # the stage on AMX tiles
 model = stage_module(STAGE)
 SEED = 15
 ROWS = 14  # sum and input tile rows in the toy tile product
@@ -60,16 +61,15 @@ def stem_weights(manifest):
 
 
 def widen(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << model.BF16_SHIFT).view(np.float32).astype(np.float64)
+    return (bits.astype(np.uint32) << intrinsics.BF16_SHIFT).view(np.float32).astype(np.float64)
 
 
 @pytest.mark.skipif(not model.row_taps(resnet50("v1").stem), reason="the stem does not take row taps")
-def test_row_taps_read_as_the_kernel_reads_them_give_the_stems_conv(manifest, monkeypatch):
+def test_row_taps_read_as_the_kernel_reads_them_give_the_stems_conv(manifest):
     """fold's row-tap weights, and input tile rows read from the photo's HWC buffer at the AMX kernel's addresses
     (pixel wo x stride on, AMX_K values), give the direct 7x7 conv of the same bfloat16 weights."""
     conv, tensors = stem_weights(manifest)
-    monkeypatch.setattr(model, "HAS_AMX", True)  # fold packs for AMX whether or not this CPU has it
-    choice = model.Choice(ROWS, model.AMX_BLOCK)
+    choice = model.Choice(ROWS, model.AMX_BLOCK)  # an AMX tile: fold packs for it whether or not this CPU has AMX
     packed, _ = model.fold(conv, tensors, manifest["bn_eps"], choice)
     channels = model.pairs(conv.in_channels) * model.PAIR
     rows = packed.view(np.uint16).reshape(conv.out_channels // choice.block, conv.kernel, 1, model.AMX_K // model.PAIR,
@@ -100,7 +100,7 @@ def bn_scale(conv, tensors, manifest) -> np.ndarray:
 
 @numba.njit
 def one_tile_dot(config, inputs, weights, out):
-    sums = model.stack_floats(TILE_SUMS)
+    sums = intrinsics.stack_lines(TILE_SUMS)  # on a cache line, as the AMX kernel's
     model.load_tile_config(config)
     model.zero_tile(0)
     model.load_tile(4, inputs, 0, model.TILE_ROW_BYTES)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common import intrinsics, tiles
 from common.architecture import resnet50
 from common.paths import WEIGHTS_DIR
 from common.stages import STAGES, precision, stage_module
@@ -69,7 +70,7 @@ def toy_sums(dot):
 
     @numba.njit
     def run(pairs, weight, out):
-        sums = model.stack_floats(32)
+        sums = intrinsics.stack_floats(32)
         for i in range(32):
             sums[i] = 0.0
         for p in range(pairs.size):
@@ -105,7 +106,7 @@ def test_weights_are_packed_as_the_kernel_reads_them(manifest):
     """fold: every weight the bfloat16 nearest its folded value, and the flat int32 array, read as uint16, is
     [group][kh][kw][ci / 2][block][2] of the OIHW weights, the stem's 4th input channel zero."""
     conv = resnet50(manifest["variant"]).stem
-    choice = model.Choice(model.ROWS, model.BLOCK)
+    choice = model.Choice(tiles.ROWS, tiles.BLOCK)
 
     def tensors(name):
         return load_tensor(name, manifest, WEIGHTS_DIR)

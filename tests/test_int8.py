@@ -14,7 +14,7 @@ import numba
 import numpy as np
 import pytest
 
-from common import calibration
+from common import calibration, tiles
 from common.architecture import resnet50
 from common.paths import REPO, WEIGHTS_DIR
 from common.stages import STAGES, precision, stage_module
@@ -73,7 +73,7 @@ def test_weight_codes_are_packed_as_the_kernel_reads_them(manifest):
     """fold: every weight within half a code of its channel's scale, codes -127..127, the largest |code| 127 per
     channel, and the flat int32 array, read as bytes, is [group][kh][kw][ci / 4][block][4] of the OIHW codes."""
     conv = resnet50(manifest["variant"]).stem  # 3 input channels: the 4th byte of each quad a zero weight
-    choice = model.Choice(model.ROWS, model.BLOCK)
+    choice = model.Choice(tiles.ROWS, tiles.BLOCK)
 
     def tensors(name):
         return load_tensor(name, manifest, WEIGHTS_DIR)
@@ -95,7 +95,7 @@ def test_the_zero_point_costs_the_stem_nothing(manifest):
     """With the photo's zero point, the stem's bias takes off what the zero point adds: the same output as codes
     without one, for a photo of all zeros (every code = the zero point)."""
     conv = resnet50(manifest["variant"]).stem
-    choice = model.Choice(model.ROWS, model.BLOCK)
+    choice = model.Choice(tiles.ROWS, tiles.BLOCK)
     unit, zero_point = model.input_code(manifest["preprocessing"])
 
     def tensors(name):

@@ -11,22 +11,15 @@ sums fit its vector registers: checked here without the hardware.
    and compiles their IR for the ARM target, with the stage's vectorizer settings.
 """
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
-import types
-from pathlib import Path
 
-import llvmlite.binding as llvm
-import numba
 import pytest
 
-from common import codegen, target
-from common.asm import VECTOR_FMA, hot_loop
+from common.asm import VECTOR_FMA
 from common.labels import softmax
 from common.paths import PICS_DIR, REPO
 from common.stages import FASTEST, STAGES, precision, stage_module, tiled
@@ -46,7 +39,6 @@ BUILDS = {"native": {}, "avx2": AVX2_TARGET}
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
 VECTOR_REGISTER = re.compile(r"%[xyz]mm")
 ARM_TARGETS = {"apple-m1": "arm64-apple-macosx", "neoverse-v1": "aarch64-unknown-linux-gnu"}
-NEON = (128, 32)  # bits per register, registers
 # Built from the kernel cache (compiled first if it lacks them), as `make run` would: its tile kernels' inner loops.
 LOOPS_SCRIPT = """
 import json
@@ -54,7 +46,7 @@ from common.asm import BF16_DOT, VECTOR_FMA, VNNI_DOT, cached_assembly, hot_loop
 from common.stages import stage_module
 model = stage_module({stage!r}).Model()
 report = {{name: loop_counts(hot_loop(cached_assembly(getattr(model.kernels, name)), {pattern}))
-          for name in model.tile_signatures}}
+          for name in model.plan.tiled}}
 print(json.dumps({{"choice": model.choice, "loops": report}}))
 """
 
@@ -118,59 +110,10 @@ def test_reduced_precision_tile_loops_keep_sums_in_registers(kind):
         assert not spills, f"{name} ({report['choice']}) spills sums in its inner loop:\n" + "\n".join(loop)
 
 
-def cross_compile(ir: str, triple: str, cpu: str) -> str:
-    """Optimise numba's IR for another target as numba optimises for its own, and return that target's
-    assembly. numba runs LLVM's O3 pipeline twice: a first round without the SLP vectorizer (to inline and
-    simplify), then the full one; the loop vectorizer is off and the SLP vectorizer on, as tile_vectorizer asks."""
-    machine = target.target_machine(triple, cpu, "")
-    ir = re.sub(r"^target datalayout = .*$", f'target datalayout = "{machine.target_data}"', ir, flags=re.M)
-    ir = re.sub(r"^target triple = .*$", f'target triple = "{triple}"', ir, flags=re.M)
-    module = llvm.parse_assembly(ir)
-    for slp in (False, True):
-        options = llvm.create_pipeline_tuning_options(speed_level=3)
-        options.loop_vectorization, options.slp_vectorization = False, slp
-        builder = llvm.create_pass_builder(machine, options)
-        builder.getModulePassManager().run(module, builder)
-    return machine.emit_assembly(module)
-
-
-def tile_kernels_only(path: Path, signatures: dict, settings) -> tuple:
-    """common.codegen.load_module for the kernels that have a tile signature, the others left uncompiled."""
-    kernels = {kernel: codegen.compile_kernel(module, kernel, signatures[kernel], settings)
-               for module, kernel in codegen.kernel_modules(path).items() if kernel in signatures}
-    return types.SimpleNamespace(**kernels), "compile", 0.0
-
-
-def neon_loops(stage: str, cpus: dict[str, str]) -> dict:
-    """{cpu: {kernel: inner-loop instructions}} for the tile kernels of `stage`, imported afresh as if the CPU
-    had NEON's registers and compiled without optimisation (numba's OPT=0), so that their IR is still
-    target-neutral, then cross-compiled; in this process, without the disk cache, so that numba keeps their IR,
-    and only the tile kernels, the ones checked (tile_kernels_only). Run in a fresh process: in one that has
-    compiled x86 code already, numba links x86-only helpers (an llvm.x86 atomic) into the IR, which the ARM back
-    end cannot take."""
-    name = f"stages.{stage}.model"
-    with (pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as kernels,
-          codegen.without_disk_cache()):
-        patch.setattr(target, "vector_registers", lambda: NEON)
-        patch.setattr(codegen, "KERNELS_DIR", Path(kernels))
-        patch.setattr(numba.config, "OPT", 0)
-        spec = importlib.util.spec_from_file_location(name, REPO / "stages" / stage / "model.py")
-        module = importlib.util.module_from_spec(spec)
-        patch.setitem(sys.modules, name, module)  # the generated source imports the stage's intrinsics from here
-        spec.loader.exec_module(module)
-        patch.setattr(module, "load_module", tile_kernels_only)
-        model = module.Model()
-        irs = {kernel: getattr(model.kernels, kernel).inspect_llvm(signature)
-               for kernel, signature in model.tile_signatures.items()}
-    return {"choice": model.choice,
-            "loops": {cpu: {kernel: hot_loop(cross_compile(ir, triple, cpu)) for kernel, ir in irs.items()}
-                      for cpu, triple in cpus.items()}}
-
-
 @pytest.fixture(scope="module")
 def neon(tmp_path_factory):
-    script = ("import json; from tests.test_portable_tiles import ARM_TARGETS, neon_loops; "
-              f"print(json.dumps(neon_loops({FASTEST!r}, ARM_TARGETS)))")
+    script = (f"import json; from tests.neon import neon_loops; print(json.dumps(neon_loops({FASTEST!r}, "
+              f"{ARM_TARGETS!r})))")
     result = run_python(["-c", script], {}, tmp_path_factory.mktemp("cache"))
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.splitlines()[-1])

@@ -200,7 +200,8 @@ def test_stage_candidates_start_with_stage_11s_tile_and_split_their_layer():
     """Round 0 is stage 11's tile everywhere; a 14-row tile only where 14 divides a row of output pixels or the
     Winograd tiles: 13 of the 20 shapes of the v1 network, none of layer 4 (7x7 outputs)."""
     from common.architecture import resnet50
-    from stages.stage12_tuned.model import BLOCK, ROWS, candidates, shape_name, winograd_tile
+    from common.tiles import BLOCK, ROWS
+    from stages.stage12_tuned.model import candidates, shape_name, winograd_tile
 
     shapes = {shape_name(conv): conv for conv in resnet50("v1").convs}
     for conv in shapes.values():
