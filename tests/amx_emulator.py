@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.architecture import Conv
+from common.planner import Step
 
 
 def from_bits(bits) -> np.ndarray:
@@ -106,11 +107,11 @@ class TileRun:
     """One tile of a conv's output, computed by the statements of its generated kernel with TileUnit's tiles."""
 
     conv: Conv
-    constants: dict  # the kernel's, as Model.conv emitted them
+    constants: dict  # what the stage's plan rendered the kernel with
     x: np.ndarray  # its input, as the kernel gets it: HWC bfloat16 bits with the conv's border
     weight: np.ndarray  # fold's weight pairs (int32)
     reference: np.ndarray  # OIHW float64: the bfloat16 weights fold rounds, the conv's own (the stem: 3 channels)
-    config: np.ndarray  # tile_config's 64 bytes, as Model.conv passes them
+    config: np.ndarray  # tile_config's 64 bytes, as the plan passes them
     ho: int
     wo0: int
     group: int
@@ -119,16 +120,16 @@ class TileRun:
     unit: TileUnit
 
 
-def run_tile(module, emitted, source: str, arrays, x, weight, reference, ho: int, wo0: int) -> TileRun:
+def run_tile(module, step: Step, source: str, x, weight, reference, ho: int, wo0: int) -> TileRun:
     """The tile of output pixels (ho, wo0...) of group 0 through the kernel's own statements (tile_statements),
-    checked against the conv computed directly from `reference` and x. emitted: the kernel as the stage's plan
-    emitted it, its conv and constants (course.pictures.shared's Emitted); source: its generated source; arrays: its
-    arguments as Model.conv passes them, of which it takes the tile configuration."""
-    c, conv = emitted.constants, emitted.conv
+    checked against the conv computed directly from `reference` and x. step: the conv's call in the stage's plan,
+    its conv, the constants its kernel was rendered with and its arguments, of which it takes the tile
+    configuration; source: the kernel's generated source."""
+    c, conv = step.constants, step.conv
     rows, block = c["rows"], c["block"]
     position = ho * c["column_tiles"] + wo0 // rows
     number = position * c["groups"] if c["pixels_first"] else position  # group 0
-    config = arrays[5]
+    config = step.arrays[5]
     variables = {"tile": number, "x": x, "weight": weight, "sums": np.zeros(rows * block, np.float32)}
     unit = TileUnit(module, config, variables)
     variables.update(zero_tile=unit.zero, load_tile=unit.load, tile_dot=unit.dot, store_tile=unit.store)

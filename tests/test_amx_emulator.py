@@ -2,10 +2,10 @@
 one tile of output run with numpy doing the tile instructions (tests/amx_emulator.py), and the tile's sums must be
 the conv's computed directly (run_tile raises AssertionError where they differ).
 
-The convs are planned and packed as stage 15 plans them for a CPU with AMX (course/pictures/stage15.py: amx_planned,
-amx_weights), with their first candidate tile there and their last (the one stage 15's picture draws), on the
-course's folded weights and a seeded input; each conv's first and last tile of output, at the input's border. And a
-kernel whose statements are wrong fails the check.
+The convs are planned and packed as stage 15 plans them for a CPU with AMX (course/pictures/stage15.py: amx_choices,
+amx_weights; course/pictures/shared.py: planned), with their first candidate tile there and their last (the one stage
+15's picture draws), on the course's folded weights and a seeded input; each conv's first and last tile of output,
+at the input's border. And a kernel whose statements are wrong fails the check.
 """
 
 import numpy as np
@@ -13,8 +13,8 @@ import pytest
 
 from common.architecture import resnet50
 from common.stages import STAGES, stage_module
-from course.pictures.shared import COURSE_VARIANT, example_conv, target_candidates
-from course.pictures.stage15 import amx_assumed, amx_planned, amx_target, amx_weights
+from course.pictures.shared import COURSE_VARIANT, example_conv, planned
+from course.pictures.stage15 import amx_choices, amx_target, amx_weights
 from tests.amx_emulator import run_tile
 
 STAGE = next(stage for stage in STAGES if hasattr(stage_module(stage), "tile_dot"))
@@ -36,19 +36,11 @@ WRONG = {"weight tile one channel off": (f"load_tile(6, weight, at + {model.AMX_
 
 @pytest.fixture(scope="module", params=CANDIDATES.values(), ids=CANDIDATES.keys())
 def plan(request):
-    """(choices, the plan, {conv name: (its emitted kernel, its arguments)}) of the network as stage 15 plans it for
-    a CPU with AMX, every conv shape with its candidate of rank request.param there."""
+    """(choices, the plan) of the network as stage 15 plans it for a CPU with AMX, every conv shape with its candidate
+    of rank request.param there."""
     *_, tiles = amx_target(model)
-    first = {}
-    for conv in ARCH.convs:
-        first.setdefault(model.shape_name(conv), conv)
-    with amx_assumed(model):
-        options = {shape: target_candidates(model, conv, tiles) for shape, conv in first.items()}
-    choices = {shape: o[request.param] for shape, o in options.items()}
-    planned = amx_planned(STAGE, choices)
-    calls = {e.conv.name: (e, arrays) for e, (_, arrays) in zip(planned.emitted, planned.model.calls, strict=True)
-             if e.conv is not None}
-    return choices, planned, calls
+    choices = amx_choices(model, tiles, request.param)
+    return choices, planned(STAGE, choices)
 
 
 def seeded_input(conv, arrays) -> np.ndarray:
@@ -65,13 +57,13 @@ def seeded_input(conv, arrays) -> np.ndarray:
 def run_corner_tiles(plan, conv, source=None):
     """The conv's first and last tile of output through its kernel's statements (or `source`'s), checked by
     run_tile; returns the constants the kernel was generated with."""
-    choices, planned, calls = plan
-    emitted, arrays = calls[conv.name]
-    c = emitted.constants
-    x = seeded_input(conv, arrays)
+    choices, network = plan
+    (step,) = network.of(conv.name)
+    c = step.constants
+    x = seeded_input(conv, step.arrays)
     weights = amx_weights(model, conv, choices[model.shape_name(conv)])
     for ho, wo0 in ((0, 0), (conv.out_size - 1, (c["column_tiles"] - 1) * c["rows"])):
-        run_tile(model, emitted, source or planned.model.kernel_sources[emitted.kernel], arrays, x, *weights, ho, wo0)
+        run_tile(model, step, source or network.kernels[step.kernel], x, *weights, ho, wo0)
     return c
 
 
@@ -85,8 +77,9 @@ def test_the_kernels_tiles_give_the_conv(plan, conv):
 @pytest.mark.parametrize("right, wrong", WRONG.values(), ids=WRONG.keys())
 def test_a_wrong_kernel_fails(plan, right, wrong):
     conv = example_conv(ARCH)
-    _, planned, calls = plan
-    source = planned.model.kernel_sources[calls[conv.name][0].kernel]
+    _, network = plan
+    (step,) = network.of(conv.name)
+    source = network.kernels[step.kernel]
     assert source.count(right) == 1, f"the generated kernel no longer has {right!r}: make it wrong another way"
     with pytest.raises(AssertionError, match="the emulated tiles' sums are not the conv's"):
         run_corner_tiles(plan, conv, source.replace(right, wrong))

@@ -18,10 +18,11 @@ VNNI, stage 14's vdpbf16ps for one with AVX512_BF16 and stage 15's tiles for one
 there (no tile instruction runs: numpy does them), so their pictures are the same on every machine; nothing
 measured is drawn, as the tuning's choices differ from CPU to CPU, nor calibrated: stage 13's units are
 stand-ins). Where a stage decides something layer by layer (which buffer a layer writes, which kernels are
-generated, the tile order, the Winograd size), the stage's own planning code decides it: `planned` runs
-`Model.plan()` on stand-in weights that have the real shapes but hold nothing, so no weights are read and nothing
-is compiled. Two pictures read real numbers, as rounding is only seen on them: stage 14's, the stem's weights as
-`make weights` exports them by default (v1) and one pixel of a photo of pics/, through the stage's fold, to_bf16
+generated, the tile order, the Winograd size), the stage's own planning code decides it: its plan runs on
+stand-in weights of the real shapes (`planned`; stage 4's picture calls its plan itself), which hold nothing or,
+for a stage that tunes, are those its tuning plans with, so no weights are read and nothing is compiled. Two
+pictures read real numbers, as rounding is only seen on them: stage 14's, the stem's weights as `make weights`
+exports them by default (v1) and one pixel of a photo of pics/, through the stage's fold, to_bf16
 and plain_pairs (compiled by numba, which takes a second); stage 15's, the stem's and layer1.0.conv2's weights
 and the same photo through its fold and the statements of its generated AMX kernel, run with numpy's tiles
 (tests/amx_emulator.py).

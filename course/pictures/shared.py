@@ -1,16 +1,16 @@
 """The sheet every stage's picture is drawn on, and what the pictures of more than one group of stages use.
 
 The sheet (Sheet): one axes over the whole figure, drawn top down, its title the stage's docstring, its code box
-the stage's loop nest with the changed lines highlighted; its layout, fonts and colours. A stage's plan run on
-stand-in weights (`planned`), recording every kernel it emits. The CPUs named to LLVM that stages 12-15 are drawn
-for and a conv's candidate tiles there (target_candidates); the lines of a template a code box draws (require);
-fold on synthetic weights and the step of each index of its packing (stages 13 and 14); wrapped paragraphs,
-brackets and the byte strips of packed weights and activations.
+the stage's loop nest with the changed lines highlighted; its layout, fonts and colours. A stage's forward pass
+planned by its own plan on stand-in weights (`planned`): a common.planner.Plan, every kernel call a step with the
+conv it computes and the constants its kernel was rendered with. The target of the CPUs named to LLVM that stages
+12-15 are drawn for (X86); the lines of a template a code box draws (require); fold on synthetic weights and the
+step of each index of its packing (stages 13 and 14); wrapped paragraphs, brackets and the byte strips of packed
+weights and activations.
 """
 
 import sys
 import textwrap
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,9 +18,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from common.architecture import Conv, ResNet50, resnet50, tensor_shapes
+from common.architecture import Conv, ResNet50, resnet50
 from common.errors import UserError
 from common.export_weights import KERAS_BN_EPS
+from common.kernels import BN_EPS
+from common.model import stand_in_plan
+from common.planner import Plan, StandIns
 from common.stages import stage_module, stage_number
 
 # The weights `make weights` exports by default (npm, Keras) are ResNet v1 (common/export_weights.py).
@@ -160,124 +163,24 @@ def previous(stage: str) -> str:
     return f"highlighted: changed from stage {stage_number(stage) - 1}"
 
 
-# --- a stage's plan, run on stand-in weights ---
+# --- a stage's plan, on stand-in weights ---
 
-class StandInPool(dict):
-    """The weight pool a stage's plan() looks up, with arrays of the right number of floats that hold nothing
-    (zero strides, no memory). It answers every stage's names: torchvision's tensor names (stages 1-6), a
-    conv's name as (weight, bias) (stage 7 on) and "fc"; `names` tells which name an array answers."""
-
-    def __init__(self, arch: ResNet50):
-        super().__init__()
-        self.shapes = tensor_shapes(arch)
-        self.out_channels = {c.name: c.out_channels for c in arch.convs}
-        self.names = {}
-
-    def tensor(self, name: str, shape=None) -> np.ndarray:
-        array = np.broadcast_to(np.float32(0), shape or self.shapes[name])
-        self.names[id(array)] = name
-        return array
-
-    def __missing__(self, name):
-        if name in self.out_channels:
-            value = (self.tensor(f"{name}.weight"), self.tensor(f"{name}.bias", (self.out_channels[name],)))
-        elif name == "fc":
-            value = (self.tensor("fc.weight"), self.tensor("fc.bias"))
-        else:
-            value = self.tensor(name)
-        self[name] = value  # kept, so that the arrays' ids stay theirs
-        return value
-
-
-@dataclass
-class Emitted:
-    conv: object  # the Conv being planned, or None
-    kernel: str
-    constants: dict
-
-
-@dataclass
-class Plan:
-    model: object
-    pool: StandInPool
-    emitted: list[Emitted] = field(default_factory=list)
-
-    def kernel_calls(self) -> list[str]:
-        return [line.strip() for line in self.model.lines if not line.strip().startswith("#")]
-
-    def of(self, conv_name: str) -> list[Emitted]:
-        return [e for e in self.emitted if e.conv is not None and e.conv.name == conv_name]
-
-
-def planned(stage: str, choices: dict | None = None, plan=None, **attributes) -> Plan:
-    """The stage's Model (stage 4 on) with its forward pass planned as Model() plans it, on a StandInPool,
-    recording every kernel the plan emits (stage 5 on) and the conv it was emitted for. A stage that tunes itself
-    (12 on) plans with `choices`, its Choice by layer shape; `attributes` set (or replace) what else a stage's
-    Model() would have set before planning, and `plan(model)`, if given, plans instead of model.plan() (stage 13:
-    its own planning on stand-in weights)."""
+def planned(stage: str, choices: dict | None = None, measured: dict | None = None) -> Plan:
+    """The forward pass of a stage that generates its kernels (5 on), planned by the stage's own plan on stand-in
+    weights of the real shapes, so that no weights are read and nothing is compiled: StandIns, which hold nothing,
+    or, for a stage that tunes itself (12 on), planned with `choices` (its Choice by layer shape) on the stand-ins
+    its tuning plans with (stand_in_plan), with `measured`: what its plan reads beside the weights (stage 13's
+    units)."""
     module = stage_module(stage)
     arch = resnet50(COURSE_VARIANT)
-    model = object.__new__(module.Model)
-    pool = StandInPool(arch)
-    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-    stem = arch.stem
-    vars(model).update(
-        manifest={"variant": COURSE_VARIANT, "bn_eps": KERAS_BN_EPS}, arch=arch, eps=np.float32(KERAS_BN_EPS),
-        pool=pool, buffers=[np.empty(largest, np.float32) for _ in range(module.NUM_BUFFERS)], bordered={},
-        scratch={}, features=np.empty(arch.fc.in_features, np.float32),
-        logits=np.empty(arch.fc.out_features, np.float32), steps=[], kernel_sources={}, lines=[], arrays=[],
-        calls=[], tile_signatures={})
-    if choices is not None:
-        model.choices = choices
-    if hasattr(model, "bordered_buffer"):
-        model.input = model.bordered_buffer(stem.in_size, stem.in_channels, stem.padding)
-    else:
-        model.input = np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32)
-    vars(model).update(attributes)
-    result = Plan(model, pool)
-    planning = [None]
-    if hasattr(model, "emit"):
-        emit = model.emit
-
-        def recording_emit(template, name, arrays, **constants):
-            result.emitted.append(Emitted(planning[-1], name, constants))
-            emit(template, name, arrays, **constants)
-
-        model.emit = recording_emit
-    for method in ("conv_bn", "conv"):
-        if hasattr(model, method):
-            setattr(model, method, recording(getattr(model, method), planning))
-    if plan is None:
-        model.plan()
-    else:
-        plan(model)
-    result.pool = model.pool
-    return result
-
-
-def recording(plan_conv, planning: list):
-    """plan_conv (a Model's conv or conv_bn), with the Conv it plans on top of `planning` while it runs."""
-    def recording_conv(x, conv, *args, **kwargs):
-        planning.append(conv)
-        try:
-            return plan_conv(x, conv, *args, **kwargs)
-        finally:
-            planning.pop()
-
-    return recording_conv
+    if choices is None:
+        pool = StandIns(arch)
+        pool[BN_EPS] = np.array(KERAS_BN_EPS)  # stages 5 and 6 render it into their batch norm kernels
+        return module.PARTS.plan(arch, pool)
+    return stand_in_plan(arch, module.PARTS.plan, module.PARTS.tuning, choices, {}, measured or {})
 
 
 # --- what stages 12-15's pictures take from a stage's code ---
-
-def target_candidates(module, conv, tiles) -> list:
-    """The stage's candidates(conv) for a target's tiles (register_tiles) in place of this CPU's TILES."""
-    saved = module.TILES
-    module.TILES = tiles
-    try:
-        return module.candidates(conv)
-    finally:
-        module.TILES = saved
-
 
 def require(source: str, *fragments: str):
     """The code box draws these lines of a template: they must still be in it."""

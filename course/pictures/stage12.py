@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from common.architecture import resnet50
+from common.intrinsics import FLOAT32_BITS
 from common.stages import stage_module
 from common.target import AVX2_TARGET, vector_registers
 from common.tuning import PASSES, TIMING_SECONDS, TUNING_SECONDS, choice_path
@@ -28,7 +29,6 @@ from course.pictures.shared import (
     group_of,
     planned,
     previous,
-    target_candidates,
 )
 
 # The CPUs its candidates are drawn for, named to LLVM (common.target), so that the picture is the same on every
@@ -65,7 +65,7 @@ def tile_candidates(sheet: Sheet, module):
     sheet.y -= 3.3
     for name, cpu in TUNED_TARGETS:
         bits, registers = vector_registers(X86, cpu, "")
-        lanes = bits // module.FLOAT32_BITS
+        lanes = bits // FLOAT32_BITS
         tiles = module.register_tiles(registers, lanes)
         vectors = module.channel_vectors(registers)
         found[name] = tiles
@@ -149,7 +149,7 @@ def shape_candidates(sheet: Sheet, module, arch, tiles: dict):
         first.setdefault(module.shape_name(conv), conv)
     picks = {}
     for shape, conv in first.items():
-        rows = {name: [c.rows for c in target_candidates(module, conv, t)] for name, t in tiles.items()}
+        rows = {name: [c.rows for c in module.candidates(conv, t)] for name, t in tiles.items()}
         if len({tuple(r) for r in rows.values()}) != 1:
             raise AssertionError(f"{shape}: the targets' candidates have other rows: {rows}")
         picks[shape] = next(iter(rows.values()))
@@ -190,17 +190,17 @@ def stage12(stage, sheet: Sheet):
     arch = resnet50(COURSE_VARIANT)
     native = dict(TUNED_TARGETS)["AVX-512"]
     bits, registers = vector_registers(X86, native, "")
-    tiles = module.register_tiles(registers, bits // module.FLOAT32_BITS)
+    tiles = module.register_tiles(registers, bits // FLOAT32_BITS)
     first = {}
     for conv in arch.convs:
         first.setdefault(module.shape_name(conv), conv)
-    options = {shape: target_candidates(module, conv, tiles) for shape, conv in first.items()}
+    options = {shape: module.candidates(conv, tiles) for shape, conv in first.items()}
     compiled, rounds, plans = set(), [], []
     for rank in range(max(map(len, options.values()))):
         choices = {shape: o[rank if rank < len(o) else 0] for shape, o in options.items()}
         plan = planned(stage, choices)
         plans.append(plan)
-        kernels = set(plan.model.kernel_sources)
+        kernels = set(plan.kernels)
         counts = {}
         for choice in choices.values():
             counts[module.label(choice)] = counts.get(module.label(choice), 0) + 1
@@ -211,7 +211,7 @@ def stage12(stage, sheet: Sheet):
         compiled |= kernels
     example = next(c for c in arch.convs if module.winograd_tile(c) is None and len(options[module.shape_name(c)]) > 1
                    and c.name.endswith("conv3"))
-    (named,) = [e.kernel for e in plans[-1].of(example.name)]
+    (named,) = [step.kernel for step in plans[-1].of(example.name)]
     r0, b0 = tiles[0]
     sheet.code([
         ("choices = the choice file of this CPU and versions, or tune() now    # once per CPU: common.tuning", True),

@@ -10,8 +10,12 @@ import numpy as np
 from common.architecture import Conv, resnet50
 from common.calibration import tensor_names
 from common.export_weights import CAFFE_PREPROCESSING, KERAS_BN_EPS
+from common.intrinsics import FLOAT32_BITS
+from common.model import stand_in_plan
+from common.planner import Step
 from common.stages import stage_module
 from common.target import vector_registers
+from common.tiles import register_tiles
 from course.pictures.shared import (
     ACC_COLOUR,
     CODE_FONT,
@@ -26,7 +30,6 @@ from course.pictures.shared import (
     W_COLOUR,
     X86,
     X_COLOUR,
-    Plan,
     Sheet,
     bracket,
     byte_strip,
@@ -38,7 +41,6 @@ from course.pictures.shared import (
     planned,
     previous,
     require,
-    target_candidates,
     weight_strip,
 )
 
@@ -57,24 +59,39 @@ def vnni_target(module):
     bits, registers = vector_registers(X86, cpu, "")
     if bits not in module.VNNI:
         raise AssertionError(f"{cpu}: {bits}-bit vectors, which have no vpdpbusd in the stage's VNNI table")
-    lanes = bits // module.FLOAT32_BITS
-    return name, cpu, bits, registers, lanes, module.register_tiles(registers, lanes)
+    lanes = bits // FLOAT32_BITS
+    return name, cpu, bits, registers, lanes, register_tiles(registers, lanes)
 
 
-def int8_planned(stage: str, choices: dict) -> Plan:
-    """planned() for stage 13, through its own planning on stand-in weights (Model.network, its tuning's): its units
-    and input codes as Model() sets them, with every calibrated range the stand-in STAND_IN_RANGES[0] (calibration
-    is not run) and the photo's codes from input_code on the preprocessing of the course's weights (their
-    manifest's)."""
-    module = stage_module(stage)
-    stem = resnet50(COURSE_VARIANT).stem
-    unit, zero_point = module.input_code(CAFFE_PREPROCESSING)
-    side = stem.in_size + 2 * stem.padding
-    return planned(stage, plan=lambda model: model.network({shape: list(c) for shape, c in choices.items()}),
-                   stand_ins={}, input_unit=unit,
-                   units={name: STAND_IN_RANGES[0] / module.U8_MAX for name in tensor_names(COURSE_VARIANT)},
-                   image=np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32),
-                   input=np.full((side, side, module.quads(stem.in_channels) * module.QUAD), zero_point, np.uint8))
+def stand_in_measured(module, ranges=()) -> dict:
+    """What the stage's plan reads beside the weights, as its measure() gives it, but nothing calibrated: every
+    activation's unit that of the stand-in range STAND_IN_RANGES[0], or of its range in `ranges` ((tensor name,
+    range) pairs), and the photo's unit and zero point from input_code on the preprocessing of the course's weights
+    (their manifest's)."""
+    units = {name: STAND_IN_RANGES[0] / module.U8_MAX for name in tensor_names(COURSE_VARIANT)}
+    units.update((name, value / module.U8_MAX) for name, value in ranges)
+    return {module.UNITS: units, module.INPUT_CODE: module.input_code(CAFFE_PREPROCESSING)}
+
+
+def planned_in_place(module, choices: dict, weights: tuple) -> Step:
+    """The step of the stage's plan, on stand-in weights, of a conv3 that adds a residual of u8 codes (the first
+    block's without a downsample) with `weights` (codes, scales, bias) in place of its own and STAND_IN_RANGES the
+    ranges of its input, output and residual. The plan computes the multipliers of a conv's sums and its bias in
+    its output's units from these, in its conv step, which it runs for the network's convs only: so the synthetic
+    conv's arrays are the stage's, planned as one of them."""
+    arch = resnet50(COURSE_VARIANT)
+    at = next(i for i, block in enumerate(arch.blocks) if not block.downsample)
+    block = arch.blocks[at]
+    conv = block.conv3
+    # conv3 reads conv2's output and writes the block's; its residual is the block's input, the block before's output
+    ranges = zip((block.conv2.name, block.name, arch.blocks[at - 1].name), STAND_IN_RANGES, strict=True)
+    stand_ins = {(conv.name, choices[module.shape_name(conv)].block): weights}
+    plan = stand_in_plan(arch, module.PARTS.plan, module.PARTS.tuning, choices, stand_ins,
+                         stand_in_measured(module, ranges))
+    (step,) = plan.of(conv.name)
+    if not (step.constants["quantize"] and step.constants["add_residual"] and step.arrays[4].dtype == np.uint8):
+        raise AssertionError(f"{conv.name} no longer writes u8 codes and adds u8 codes: plan another conv")
+    return step
 
 
 @dataclass
@@ -89,12 +106,14 @@ class Quantized:
     bias_shift: np.ndarray  # what fold's bias loses when the input is the photo's codes
     x: np.ndarray  # one pixel's u8 input codes, HWC
     sums: list  # the lanes' int32 sums after each quad, plain_quads' (one vpdpbusd each)
-    scale: np.ndarray  # Model.conv's multipliers of the sums (out channels), then of the residual
+    scale: np.ndarray  # the plan's multipliers of the sums (out channels), then of the residual
     bias: np.ndarray  # and its bias, in the output's units
     residual: np.ndarray  # a residual's u8 codes, HWC
 
 
-def quantized(module, choice, lanes: int) -> Quantized:
+def quantized(module, choice, lanes: int, choices: dict) -> Quantized:
+    """The synthetic conv, folded for `choice`, its sums on `lanes` lanes and its output loop's arrays as the plan
+    with `choices` passes them (planned_in_place)."""
     rng = np.random.default_rng(QUANTIZED_SEED)
     quad, block = module.QUAD, choice.block
     conv = Conv("synthetic", "synthetic_bn", SYNTHETIC_QUADS * quad, block, 1, 1, 0, 1, 1)
@@ -119,15 +138,16 @@ def quantized(module, choice, lanes: int) -> Quantized:
     products = x[0, 0].astype(np.int64).reshape(SYNTHETIC_QUADS, 1, quad) * codes[:, :lanes]
     if not np.array_equal(steps[-1], products.sum(axis=(0, 2))):
         raise AssertionError("plain_quads' sums are not the sums of the codes' products")
-    # Model.conv's arrays for this conv, as the kernel gets them, with the stand-in units
-    model = object.__new__(module.Model)
-    vars(model).update(choices={module.shape_name(conv): choice}, pool={conv.name: (packed, weight_scale, bias)},
-                       kernel_sources={}, calls=[], arrays=[], lines=[], tile_signatures={})
     residual = rng.integers(0, module.U8_MAX + 1, (1, 1, block)).astype(np.uint8)
-    units = tuple(r / module.U8_MAX for r in STAND_IN_RANGES)
-    model.conv(x, conv, np.empty((1, 1, block), np.uint8), residual, relu=True, units=units)
-    (_, arrays), = model.calls
-    return Quantized(conv, weight, codes, weight_scale, bias - shifted, x, steps, arrays[3], arrays[2], residual)
+    # the output loop's arrays for this conv, as the kernel gets them, with the stand-in ranges
+    arrays = planned_in_place(module, choices, (packed, weight_scale, bias)).arrays
+    scale, out_bias = arrays[3], arrays[2]
+    x_unit, out_unit, residual_unit = (r / module.U8_MAX for r in STAND_IN_RANGES)
+    if not (np.allclose(scale, np.append(x_unit * weight_scale, residual_unit) / out_unit)
+            and np.allclose(out_bias, bias / out_unit)):
+        raise AssertionError("the plan's multipliers and bias are not s_x x s_w / s_out, s_res / s_out and "
+                             "bias / s_out, as drawn")
+    return Quantized(conv, weight, codes, weight_scale, bias - shifted, x, steps, scale, out_bias, residual)
 
 
 def output_loop(module, q: Quantized, c: int) -> list[float]:
@@ -181,7 +201,7 @@ def vpdpbusd(sheet: Sheet, module, q: Quantized, target):
         sheet.cells(x0, y, lanes, w, h, face, [f"{v}" for v in values], size=SMALL - 1)
         y -= h
     sheet.y = y - 1.2
-    fma = bits // module.FLOAT32_BITS
+    fma = bits // FLOAT32_BITS
     terms = " + ".join(f"{a} x {b}" for a, b in zip(x, codes[0], strict=True))
     widest = max(resnet50(COURSE_VARIANT).convs, key=lambda c: c.kernel**2 * c.in_channels)
     longest = widest.kernel**2 * widest.in_channels
@@ -189,15 +209,15 @@ def vpdpbusd(sheet: Sheet, module, q: Quantized, target):
     other = min(module.VNNI)
     paragraph(sheet, f"Lane 0: {terms} = {after[0] - before[0]}, added to {before[0]}: {after[0]}.\n"
               f"Per instruction: {lanes} lanes x QUAD {quad} = {lanes * quad} multiply-adds; a float32 FMA: {bits} / "
-              f"FLOAT32_BITS {module.FLOAT32_BITS} = {fma} lanes x 1 = {fma}: {lanes * quad // fma}x (AVX-VNNI, "
-              f"{other} bits: {other // module.FLOAT32_BITS * quad} vs {other // module.FLOAT32_BITS})."
+              f"FLOAT32_BITS {FLOAT32_BITS} = {fma} lanes x 1 = {fma}: {lanes * quad // fma}x (AVX-VNNI, "
+              f"{other} bits: {other // FLOAT32_BITS * quad} vs {other // FLOAT32_BITS})."
               f"\nNo sum overflows: the longest, {longest:,} products ({widest.name}: {widest.kernel}x{widest.kernel}"
               f" x {widest.in_channels}), is at most {longest:,} x {module.U8_MAX} x {module.INT8_MAX} = "
               f"{largest:,} < 2^31.", size=SMALL, gap=GAP)
 
 
 def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
-    """fold's packed weights and the HWC u8 activations x (as Model.plan passes them) as the kernel's int32 quads,
+    """fold's packed weights and the HWC u8 activations x (as the plan passes them) as the kernel's int32 quads,
     byte by byte, with each index's step."""
     _, _, _, _, lanes, _ = target
     quad, block = module.QUAD, choice.block
@@ -351,23 +371,22 @@ def stage13(stage, sheet: Sheet):
     first = {}
     for conv in arch.convs:
         first.setdefault(module.shape_name(conv), conv)
-    choices = {shape: target_candidates(module, conv, tiles)[0] for shape, conv in first.items()}
-    plan = int8_planned(stage, choices)
-    calls = list(zip(plan.emitted, plan.model.calls, strict=True))
-    convs = [(e, arrays) for e, (_, arrays) in calls if e.conv is not None]
-    residuals = [arrays[4].dtype for e, arrays in convs if e.constants["add_residual"]]
-    counts = {"convs": len(convs), "u8": sum(e.constants["quantize"] for e, _ in convs),
-              "float32": sum(not e.constants["quantize"] for e, _ in convs), "residual": len(residuals),
+    choices = {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()}
+    plan = planned(stage, choices, stand_in_measured(module))
+    convs = [step for step in plan.steps if step.conv is not None]
+    residuals = [step.arrays[4].dtype for step in convs if step.constants["add_residual"]]
+    counts = {"convs": len(convs), "u8": sum(step.constants["quantize"] for step in convs),
+              "float32": sum(not step.constants["quantize"] for step in convs), "residual": len(residuals),
               "u8 residual": residuals.count(np.uint8), "float32 residual": residuals.count(np.float32)}
-    (photo,) = [e.constants for e in plan.emitted if e.kernel.startswith("input_codes")]
+    (photo,) = [step.constants for step in plan.steps if step.kernel.startswith("input_codes")]
     example = example_conv(arch)
-    ((_, example_arrays),) = [(e, a) for e, a in convs if e.conv == example]
+    (example_step,) = [step for step in convs if step.conv == example]
     require(module.CONV, "sums = stack_ints({sums})", "x.view(np.int32)",
             "dot_quads(sums, r * {block} + v, quad, weight, at + v)",
             "np.float32(sums[r * {block} + c]) * scale[group * {block} + c] + bias[group * {block} + c]",
             "residual[ho, wo0 + r, group * {block} + c] * scale[{out_channels}]",
             "min(acc[r, c] + np.float32(0.5), np.float32({u8_max}))")
-    q = quantized(module, module.Choice(*tiles[0]), lanes)
+    q = quantized(module, module.Choice(*tiles[0]), lanes, choices)
     chain = output_loop(module, q, 0)
     quad = module.QUAD
     candidates = " or ".join(module.label(module.Choice(*tile)) for tile in tiles)
@@ -390,7 +409,7 @@ def stage13(stage, sheet: Sheet):
          "bias", True),
     ], f"a conv ({previous(stage)})", size=CODE_FONT - 0.5)
     vpdpbusd(sheet, module, q, target)
-    int8_layouts(sheet, module, example, choices[module.shape_name(example)], example_arrays[0], target)
+    int8_layouts(sheet, module, example, choices[module.shape_name(example)], example_step.arrays[0], target)
     quantization(sheet, module, q, chain)
     photo_codes(sheet, module, q, photo["unit"], photo["zero_point"])
     output_chain(sheet, module, q, chain, counts)

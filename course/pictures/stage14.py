@@ -17,6 +17,7 @@ from common.image import load_image
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.stages import find_stage, stage_module, stage_number
 from common.target import vector_registers
+from common.tiles import register_tiles
 from common.weights import load_manifest, load_tensor
 from course.pictures.shared import (
     ACC_COLOUR,
@@ -34,7 +35,6 @@ from course.pictures.shared import (
     WEIGHT_DISPLAY,
     X86,
     X_COLOUR,
-    Plan,
     Sheet,
     bracket,
     byte_strip,
@@ -45,7 +45,6 @@ from course.pictures.shared import (
     planned,
     previous,
     require,
-    target_candidates,
     weight_strip,
 )
 from tests.amx_emulator import from_bits
@@ -62,7 +61,7 @@ def bf16_target(module):
     if bits != 512:  # HAS_BF16's condition: vdpbf16ps on 256-bit vectors needs AVX-512 too
         raise AssertionError(f"{cpu}: {bits}-bit vectors, where the stage's vdpbf16ps takes 512")
     lanes = bits // module.FLOAT32_BITS
-    return name, cpu, bits, registers, lanes, module.register_tiles(registers, lanes)
+    return name, cpu, bits, registers, lanes, register_tiles(registers, lanes)
 
 
 def kernel_rounding(module):
@@ -153,22 +152,6 @@ def stem_pixel(module, choice, lanes: int) -> Stem:
         raise AssertionError("plain_pairs' sums are not the sums of the bfloat16 products")
     return Stem(conv, folded_weight, packed, bias, image, manifest["preprocessing"]["channel_order"], x, drawn,
                 drawn_at, before, after, sums)
-
-
-def bf16_planned(stage: str, choices: dict) -> Plan:
-    """planned() for stage 14, through its own planning on stand-in weights (Model.network, its tuning's), with the
-    arrays Model() makes: bfloat16 buffers, the stem's input of whole pairs, float32 logits of whole groups."""
-    module = stage_module(stage)
-    arch = resnet50(COURSE_VARIANT)
-    stem = arch.stem
-    side = stem.in_size + 2 * stem.padding
-    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-    return planned(stage, plan=lambda model: model.network({shape: list(c) for shape, c in choices.items()}),
-                   stand_ins={}, buffers=[np.empty(largest, np.uint16) for _ in range(module.NUM_BUFFERS)],
-                   image=np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32),
-                   input=np.zeros((side, side, module.pairs(stem.in_channels) * module.PAIR), np.uint16),
-                   features=np.empty(arch.fc.in_features, np.uint16),
-                   logits=np.empty(-(-arch.fc.out_features // module.LANES) * module.LANES, np.float32))
 
 
 def bit_row(sheet: Sheet, x, y, bits: int, count: int, cell: float, h: float, faces, bold=()):
@@ -342,7 +325,7 @@ def vdpbf16ps(sheet: Sheet, module, s: Stem, target, marked: tuple, quad: int):
 
 
 def bf16_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
-    """fold's packed weights and the HWC bfloat16 activations x (as Model.plan passes them) as the kernel's int32
+    """fold's packed weights and the HWC bfloat16 activations x (as the plan passes them) as the kernel's int32
     pairs, a bfloat16 (2 bytes) a cell, with each index's step."""
     _, _, _, _, lanes, _ = target
     pair, block = module.PAIR, choice.block
@@ -421,18 +404,17 @@ def stage14(stage, sheet: Sheet):
     first = {}
     for conv in arch.convs:
         first.setdefault(module.shape_name(conv), conv)
-    choices = {shape: target_candidates(module, conv, tiles)[0] for shape, conv in first.items()}
-    plan = bf16_planned(stage, choices)
-    calls = list(zip(plan.emitted, plan.model.calls, strict=True))
-    convs = [(e, arrays) for e, (_, arrays) in calls if e.conv is not None]
-    if any(arrays[4].dtype != np.uint16 for _, arrays in convs):
+    choices = {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()}
+    plan = planned(stage, choices)
+    convs = [step for step in plan.steps if step.conv is not None]
+    if any(step.arrays[4].dtype != np.uint16 for step in convs):
         raise AssertionError("a conv of the plan does not write bfloat16 bits")
-    if any(not e.constants["relu"] and "downsample" not in e.conv.name for e, _ in convs):
+    if any(not step.constants["relu"] and "downsample" not in step.conv.name for step in convs):
         raise AssertionError("a conv other than a downsample conv has no ReLU")
-    counts = {"convs": len(convs), "no relu": sum(not e.constants["relu"] for e, _ in convs),
-              "residual": sum(e.constants["add_residual"] for e, _ in convs)}
+    counts = {"convs": len(convs), "no relu": sum(not step.constants["relu"] for step in convs),
+              "residual": sum(step.constants["add_residual"] for step in convs)}
     example = example_conv(arch)
-    ((_, example_arrays),) = [(e, a) for e, a in convs if e.conv == example]
+    (example_step,) = [step for step in convs if step.conv == example]
     require(module.CONV, "sums = stack_floats({sums})", "x.view(np.int32)",
             "pair = pairs[ho * {stride} + kh, (wo0 + r) * {stride} + kw, p]",
             "dot_pairs(sums, r * {block} + v, pair, weight, at + v)", "acc[r, c] += bias[group * {block} + c]",
@@ -465,5 +447,5 @@ def stage14(stage, sheet: Sheet):
     ], f"a conv ({previous(stage)})", size=CODE_FONT - 0.5)
     marked = bf16_rounding(sheet, module, stem, lanes, rounding)
     vdpbf16ps(sheet, module, stem, target, marked, int8.QUAD)
-    bf16_layouts(sheet, module, example, choices[module.shape_name(example)], example_arrays[0], target)
+    bf16_layouts(sheet, module, example, choices[module.shape_name(example)], example_step.arrays[0], target)
     bf16_output_chain(sheet, module, stem, rounding, counts)

@@ -4,17 +4,17 @@ runs: the statements of the generated AMX kernel run with numpy's tiles (tests/a
 `make weights` exports by default (v1): layer1.0.conv2's on a stand-in input, the stem's on a photo of pics/.
 """
 
-import contextlib
-
 import numpy as np
 from matplotlib.patches import Rectangle
 
+from common import bf16
 from common.architecture import Conv, resnet50
 from common.errors import UserError
 from common.image import load_image
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.stages import stage_module
 from common.target import vector_registers
+from common.tiles import register_tiles
 from common.weights import load_manifest, load_tensor
 from course.pictures.shared import (
     ACC_COLOUR,
@@ -31,7 +31,6 @@ from course.pictures.shared import (
     WEIGHT_DISPLAY,
     X86,
     X_COLOUR,
-    Plan,
     Sheet,
     bracket,
     example_conv,
@@ -39,7 +38,6 @@ from course.pictures.shared import (
     planned,
     previous,
     require,
-    target_candidates,
 )
 from tests.amx_emulator import TileRun, from_bits, run_tile, tile_shapes
 
@@ -55,41 +53,21 @@ def amx_target(module):
     name, cpu = AMX_TARGET
     bits, registers = vector_registers(X86, cpu, "")
     lanes = bits // module.FLOAT32_BITS
-    return name, cpu, bits, registers, lanes, module.register_tiles(registers, lanes)
+    return name, cpu, bits, registers, lanes, register_tiles(registers, lanes)
 
 
-@contextlib.contextmanager
-def amx_assumed(module):
-    """The stage as on a CPU with AMX (on_amx reads HAS_AMX when it is called), so that the picture is the same on
-    every machine: only the stage's planning and packing run under it, no tile instruction."""
-    saved = module.HAS_AMX
-    module.HAS_AMX = True
-    try:
-        yield
-    finally:
-        module.HAS_AMX = saved
-
-
-def amx_planned(stage: str, choices: dict) -> Plan:
-    """bf16_planned for stage 15, as on a CPU with AMX, with the tile configurations Model() keeps."""
-    module = stage_module(stage)
-    arch = resnet50(COURSE_VARIANT)
-    stem = arch.stem
-    side = stem.in_size + 2 * stem.padding
-    largest = max(c.out_size**2 * c.out_channels for c in arch.convs)
-    with amx_assumed(module):
-        return planned(stage, plan=lambda model: model.network({shape: list(c) for shape, c in choices.items()}),
-                       stand_ins={}, tile_configs={},
-                       buffers=[np.empty(largest, np.uint16) for _ in range(module.NUM_BUFFERS)],
-                       image=np.empty((stem.in_size, stem.in_size, stem.in_channels), np.float32),
-                       input=np.zeros((side, side, module.pairs(stem.in_channels) * module.PAIR), np.uint16),
-                       features=np.empty(arch.fc.in_features, np.uint16),
-                       logits=np.empty(-(-arch.fc.out_features // module.LANES) * module.LANES, np.float32))
+def amx_choices(module, tiles, rank: int) -> dict:
+    """Each conv shape's candidate of that rank (0: the first) on a CPU with AMX and these tiles, whether or not this
+    CPU has AMX, so that the picture is the same on every machine."""
+    first = {}
+    for conv in resnet50(COURSE_VARIANT).convs:
+        first.setdefault(module.shape_name(conv), conv)
+    return {shape: module.candidates(conv, tiles, amx=True)[rank] for shape, conv in first.items()}
 
 
 def amx_weights(module, conv: Conv, choice) -> tuple[np.ndarray, np.ndarray]:
-    """(fold's weight pairs for the choice, as on a CPU with AMX; the bfloat16 weights they hold, OIHW float64), from
-    the course's weights, the batch norm folded in as fold folds it."""
+    """(fold's weight pairs for the choice, as on a CPU with AMX if it is an AMX choice; the bfloat16 weights they
+    hold, OIHW float64), from the course's weights, the batch norm folded in as fold folds it."""
     manifest = load_manifest(WEIGHTS_DIR)
     if manifest["variant"] != COURSE_VARIANT:
         raise UserError(f"{WEIGHTS_DIR}: {manifest['variant']} weights; stage 15's picture draws the course's "
@@ -98,8 +76,7 @@ def amx_weights(module, conv: Conv, choice) -> tuple[np.ndarray, np.ndarray]:
     def tensors(name):
         return load_tensor(name, manifest, WEIGHTS_DIR)
 
-    with amx_assumed(module):
-        packed, _ = module.fold(conv, tensors, manifest["bn_eps"], choice)
+    packed, _ = module.fold(conv, tensors, manifest["bn_eps"], choice)
     gamma, var = tensors(f"{conv.bn}.weight"), tensors(f"{conv.bn}.running_var")
     scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + manifest["bn_eps"])
     weight = tensors(f"{conv.name}.weight").astype(np.float64) * scale[:, None, None, None]
@@ -426,20 +403,15 @@ def stage15(stage, sheet: Sheet):
     arch = resnet50(COURSE_VARIANT)
     target = amx_target(module)
     name, cpu, _, _, lanes, tiles = target
-    first = {}
-    for conv in arch.convs:
-        first.setdefault(module.shape_name(conv), conv)
-    with amx_assumed(module):
-        choices = {shape: target_candidates(module, conv, tiles)[-1] for shape, conv in first.items()}
-        if not all(module.on_amx(conv) for conv in arch.convs):
-            raise AssertionError("a conv of the network is not on AMX: redraw the picture")
-    plan = amx_planned(stage, choices)
-    calls = list(zip(plan.emitted, plan.model.calls, strict=True))
-    convs = [(e, arrays) for e, (_, arrays) in calls if e.conv is not None]
-    sources = plan.model.kernel_sources
-    if any("tile_dot(" not in sources[e.kernel] for e, _ in convs):
+    choices = amx_choices(module, tiles, -1)
+    if not all(module.on_tiles(choices[module.shape_name(conv)]) for conv in arch.convs):
+        raise AssertionError("a conv of the network is not on AMX: redraw the picture")
+    plan = planned(stage, choices)
+    convs = [step for step in plan.steps if step.conv is not None]
+    sources = plan.kernels
+    if any("tile_dot(" not in sources[step.kernel] for step in convs):
         raise AssertionError("a conv of the plan is not generated from AMX_CONV")
-    require(module.AMX_CONV, "for part in prange({parts}):", "load_tile_config(config)", "zero_tile(0)",
+    require(module.AMX_CONV, "for part in prange(THREADS):", "load_tile_config(config)", "zero_tile(0)",
             "zero_tile(3)", "for k in range({chunks}):",
             "load_tile(4, x, ((ho * {stride} + kh) * {x_width} + wo0 * {stride} + kw) * {x_channels}",
             "+ k * {amx_k}, {input_stride})", "load_tile(5, weight, at, {weight_stride})", "tile_dot(0, 4, 5)",
@@ -450,25 +422,25 @@ def stage15(stage, sheet: Sheet):
     require(module.OUTPUT_LOOP, "acc[r, c] += bias[group * {block} + c]",
             "acc[r, c] += from_bf16(residual[ho, wo0 + r, group * {block} + c])", "max(acc[r, c], np.float32(0.0))",
             "= to_bf16(acc[r, c])")
-    require(module.FULLY_CONNECTED, "dot_pairs(")
+    require(bf16.FULLY_CONNECTED, "dot_pairs(")  # stage 14's fc, which stage 15 plans
     example = example_conv(arch)
-    ((example_e, example_arrays),) = [(e, a) for e, a in convs if e.conv == example]
-    ((stem_e, stem_arrays),) = [(e, a) for e, a in convs if e.conv == arch.stem]
+    (example_step,) = [step for step in convs if step.conv == example]
+    (stem_step,) = [step for step in convs if step.conv == arch.stem]
     # the example conv on a stand-in input, the stem on the photo, both with the course's folded weights
     rng = np.random.default_rng(AMX_SEED)
-    x = module.cache_aligned(np.zeros_like(example_arrays[0]))
+    x = module.cache_aligned(np.zeros_like(example_step.arrays[0]))
     p = example.padding
     x[p: x.shape[0] - p, p: x.shape[1] - p] = module.bf16_bits(rng.exponential(1.0, (example.in_size,) * 2
                                                                                + (example.in_channels,)))
-    example_run = run_tile(module, example_e, sources[example_e.kernel], example_arrays, x,
+    example_run = run_tile(module, example_step, sources[example_step.kernel], x,
                            *amx_weights(module, example, choices[module.shape_name(example)]), *AMX_EXAMPLE_TILE)
     manifest = load_manifest(WEIGHTS_DIR)
     stem = arch.stem
-    photo = module.cache_aligned(np.zeros_like(stem_arrays[0]))
+    photo = module.cache_aligned(np.zeros_like(stem_step.arrays[0]))
     p = stem.padding
     photo[p: p + stem.in_size, p: p + stem.in_size, : stem.in_channels] = module.bf16_bits(
         load_image(PICS_DIR / BF16_PHOTO, manifest["preprocessing"]))
-    stem_run = run_tile(module, stem_e, sources[stem_e.kernel], stem_arrays, photo,
+    stem_run = run_tile(module, stem_step, sources[stem_step.kernel], photo,
                         *amx_weights(module, stem, choices[module.shape_name(stem)]), *BF16_PIXEL)
     n = module.AMX_N
     candidates = " or ".join(module.label(c) for c in sorted(set(choices.values())))

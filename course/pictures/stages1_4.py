@@ -6,6 +6,8 @@ writes into (4).
 import numpy as np
 
 from common.architecture import resnet50, tensor_shapes
+from common.export_weights import KERAS_BN_EPS
+from common.planner import StandIns
 from common.stages import stage_module, stage_number
 from common.target import vector_registers
 from course.pictures.shared import (
@@ -22,7 +24,6 @@ from course.pictures.shared import (
     X_COLOUR,
     Sheet,
     example_conv,
-    planned,
     previous,
     short,
 )
@@ -170,8 +171,9 @@ def stage3(stage, sheet: Sheet):
 
 def stage4(stage, sheet: Sheet):
     module = stage_module(stage)
-    plan = planned(stage)
-    model = plan.model
+    arch = resnet50(COURSE_VARIANT)
+    pool = StandIns(arch)  # which weight an argument is: pool.names
+    plan = module.plan(arch, pool, np.float32(KERAS_BN_EPS))
     sheet.code([
         (f"buffers = [np.empty(largest) for _ in range(NUM_BUFFERS)]   # NUM_BUFFERS = {module.NUM_BUFFERS}, "
          "when built", True),
@@ -181,21 +183,21 @@ def stage4(stage, sheet: Sheet):
         ("batch_norm(out, ..., out); relu(out, out)   # in place", True),
     ], f"the forward pass ({previous(stage)})")
     writes = []  # (step name, buffer index)
-    for kernel, args in model.steps:
+    for kernel, args in plan.steps:
         if kernel.__name__ not in ("conv2d", "max_pool"):
             continue
         out = args[-1]
-        buffer = next(i for i, b in enumerate(model.buffers) if np.shares_memory(out, b))
-        name = plan.pool.names[id(args[1])].removesuffix(".weight") if kernel.__name__ == "conv2d" else "maxpool"
-        writes.append(("stem" if name == model.arch.stem.name else name, buffer))
-    shown_blocks = {b.name for b in model.arch.blocks[:BLOCKS_SHOWN]}
+        buffer = next(i for i, b in enumerate(plan.buffers) if np.shares_memory(out, b))
+        name = pool.names[id(args[1])].removesuffix(".weight") if kernel.__name__ == "conv2d" else "maxpool"
+        writes.append(("stem" if name == arch.stem.name else name, buffer))
+    shown_blocks = {b.name for b in arch.blocks[:BLOCKS_SHOWN]}
     writes = [(n, b) for n, b in writes if not n.startswith("layer") or ".".join(n.split(".")[:2]) in shown_blocks]
     columns = len(writes)
     label_w = 11.0
     w = (SPAN - 2 * MARGIN - label_w) / columns
     h = 4.0
-    largest = model.buffers[0].size
-    stem = model.arch.stem
+    largest = plan.buffers[0].size
+    stem = arch.stem
     sheet.text(MARGIN, sheet.y, f"What each of the {module.NUM_BUFFERS} buffers holds after each step (coloured: "
                f"written by that step), the first {BLOCKS_SHOWN} blocks; each buffer is {largest:,} floats, the "
                f"largest activation (the stem's {stem.out_size}x{stem.out_size}x{stem.out_channels})", va="top",

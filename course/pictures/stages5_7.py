@@ -6,16 +6,18 @@ import textwrap
 
 import numpy as np
 
+from common.architecture import resnet50
+from common.planner import Plan
 from common.stages import STAGES, stage_module, stage_number
 from course.pictures.shared import (
     CODE_FONT,
     COLOURS,
+    COURSE_VARIANT,
     MARGIN,
     SMALL,
     SPAN,
     W_COLOUR,
     X_COLOUR,
-    Plan,
     Sheet,
     example_conv,
     planned,
@@ -30,8 +32,8 @@ FORWARD_LINES = 9  # stage 5: lines of the generated forward pass shown
 
 def stage5(stage, sheet: Sheet):
     plan = planned(stage)
-    conv = example_conv(plan.model.arch)
-    kernel = next(e for e in plan.of(conv.name) if e.kernel.startswith("conv"))
+    conv = example_conv(resnet50(COURSE_VARIANT))
+    kernel = next(step for step in plan.of(conv.name) if step.kernel.startswith("conv"))
     c = kernel.constants
     sheet.code([
         ("CONV = '''                                    # a template: one kernel per layer shape", True),
@@ -43,27 +45,27 @@ def stage5(stage, sheet: Sheet):
         ("                            acc += x[hi, wi, ci] * weight[co, kh, kw, ci]'''", False),
     ], f"the conv kernel, now a template ({previous(stage)}): the loops are stage 4's")
     template_lines = stage_module(stage).CONV.strip("\n").splitlines()
-    source_lines = plan.model.kernel_sources[kernel.kernel].strip("\n").splitlines()
+    source_lines = plan.kernels[kernel.kernel].strip("\n").splitlines()
     text = textwrap.dedent("\n".join(source_lines)).splitlines()
     unfilled = [t.strip().replace("{{", "{").replace("}}", "}") for t in template_lines]
     sheet.code([(line, line.strip() != t) for line, t in zip(text, unfilled, strict=True)],
                f"generated for {conv.name} ({conv.in_size}x{conv.in_size}x{conv.in_channels}, {c['kernel']}x"
                f"{c['kernel']}, stride {c['stride']}, padding {c['padding']}): every shape a literal "
                f"(highlighted: the lines the generator filled in)", size=CODE_FONT - 1)
-    calls = plan.kernel_calls()
-    lines = [line.strip("\n") for line in plan.model.lines[:FORWARD_LINES]]
+    lines = [line.strip("\n") for line in plan.lines()[:FORWARD_LINES]]
     sheet.code([("def forward(a):", False)] + [(line, False) for line in lines] + [("    ...", False)],
-               f"the generated forward pass: {len(calls)} calls of {len(plan.model.kernel_sources)} distinct "
+               f"the generated forward pass: {len(plan.steps)} calls of {len(plan.kernels)} distinct "
                f"kernels, a comment per block (a[i]: the i-th array the plan bound)", size=CODE_FONT - 1)
 
 
 def stage6(stage, sheet: Sheet):
     plan = planned(stage)
-    conv = example_conv(plan.model.arch)
+    conv = example_conv(resnet50(COURSE_VARIANT))
     channels = conv.out_channels
+    kernel = next(step.kernel for step in plan.of(conv.name) if step.kernel.startswith("conv"))
     sheet.code([
         ("@njit(..., parallel=True)", True),
-        (f"def {next(e.kernel for e in plan.of(conv.name) if e.kernel.startswith('conv'))}(x, weight, out):", False),
+        (f"def {kernel}(x, weight, out):", False),
         (f"    for co in prange({channels}):            # numba's threads: each a contiguous range of co", True),
         (f"        for ho in range({conv.out_size}):", False),
         (f"            for wo in range({conv.out_size}):  ...  acc += x[hi, wi, ci] * weight[co, kh, kw, ci]", False),
@@ -107,12 +109,12 @@ def stage6(stage, sheet: Sheet):
 def block_steps(plan: Plan, block, fused: bool) -> list[str]:
     """The labels of a block's kernel calls in the planned order: 'conv1', 'batch norm', 'relu', 'add', or for the
     fused stage 'conv1 + bias, relu'."""
-    lines = plan.model.lines
+    lines = plan.lines()
     start = lines.index(f"    # {block.name}")
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("#")), len(lines))
     names = [line.strip().split("(")[0] for line in lines[start + 1:end]]
-    convs = iter(e.conv for e in plan.emitted if e.conv is not None and e.conv.name.startswith(block.name + ".")
-                 and e.kernel.startswith("conv"))
+    convs = iter(step.conv for step in plan.steps if step.conv is not None
+                 and step.conv.name.startswith(block.name + ".") and step.kernel.startswith("conv"))
     labels = []
     for name in names:
         if name.startswith("conv"):
@@ -127,7 +129,7 @@ def block_steps(plan: Plan, block, fused: bool) -> list[str]:
 
 def stage7(stage, sheet: Sheet):
     plan, before = planned(stage), planned(STAGES[STAGES.index(stage) - 1])
-    block = next(b for b in plan.model.arch.blocks if b.downsample)
+    block = next(b for b in resnet50(COURSE_VARIANT).blocks if b.downsample)
     sheet.code([
         ("weight, bias = fold(conv)   # at load: weight * scale, beta - mean * scale; scale = gamma / sqrt(var + eps)",
          True),
@@ -154,7 +156,7 @@ def stage7(stage, sheet: Sheet):
             if i:
                 sheet.arrow((x0 + i * w - 1.2, sheet.y - h / 2), (x0 + i * w + 0.4, sheet.y - h / 2))
         sheet.y -= h + 1.8
-    calls_before, calls = len(before.kernel_calls()), len(plan.kernel_calls())
+    calls_before, calls = len(before.steps), len(plan.steps)
     sheet.caption(f"The kernel calls of block {block.name}, in the order they run; each reads and writes "
                f"whole activations in memory. In the whole network {calls_before} kernel calls became {calls}: "
                f"{calls_before - calls} passes over activations are gone. The shortcut "

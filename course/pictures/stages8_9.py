@@ -157,7 +157,7 @@ def thread_grid(sheet: Sheet, x0, top, width, owner, rows, columns, label, colum
 def stage9(stage, sheet: Sheet):
     module = stage_module(stage)
     plan = planned(stage)
-    arch = plan.model.arch
+    arch = resnet50(COURSE_VARIANT)
     sheet.code([
         ("for tile in prange(groups * positions):           # every thread: a contiguous range of tiles", True),
         ("    if pixels_first: group, position = tile % groups, tile // groups", True),
@@ -168,8 +168,8 @@ def stage9(stage, sheet: Sheet):
     ], f"the tile kernel's outer loop ({previous(stage)})")
     order = {}
     for conv in arch.convs:
-        (emitted,) = [e for e in plan.of(conv.name) if e.kernel.startswith("conv")]
-        order[conv.name] = emitted.constants
+        (step,) = [s for s in plan.of(conv.name) if s.kernel.startswith("conv")]
+        order[conv.name] = step.constants
     threads = MANY_THREADS
     wide = example_conv(arch)
     c = order[wide.name]
