@@ -11,8 +11,6 @@ from common.architecture import Conv, resnet50
 from common.calibration import tensor_names
 from common.export_weights import CAFFE_PREPROCESSING, KERAS_BN_EPS
 from common.intrinsics import FLOAT32_BITS
-from common.model import stand_in_plan
-from common.planner import Step
 from common.stages import stage_module
 from common.target import vector_registers
 from common.tiles import register_tiles
@@ -63,35 +61,12 @@ def vnni_target(module):
     return name, cpu, bits, registers, lanes, register_tiles(registers, lanes)
 
 
-def stand_in_measured(module, ranges=()) -> dict:
+def stand_in_measured(module) -> dict:
     """What the stage's plan reads beside the weights, as its measure() gives it, but nothing calibrated: every
-    activation's unit that of the stand-in range STAND_IN_RANGES[0], or of its range in `ranges` ((tensor name,
-    range) pairs), and the photo's unit and zero point from input_code on the preprocessing of the course's weights
-    (their manifest's)."""
+    activation's unit that of the stand-in range STAND_IN_RANGES[0], and the photo's unit and zero point from
+    input_code on the preprocessing of the course's weights (their manifest's)."""
     units = {name: STAND_IN_RANGES[0] / module.U8_MAX for name in tensor_names(COURSE_VARIANT)}
-    units.update((name, value / module.U8_MAX) for name, value in ranges)
     return {module.UNITS: units, module.INPUT_CODE: module.input_code(CAFFE_PREPROCESSING)}
-
-
-def planned_in_place(module, choices: dict, weights: tuple) -> Step:
-    """The step of the stage's plan, on stand-in weights, of a conv3 that adds a residual of u8 codes (the first
-    block's without a downsample) with `weights` (codes, scales, bias) in place of its own and STAND_IN_RANGES the
-    ranges of its input, output and residual. The plan computes the multipliers of a conv's sums and its bias in
-    its output's units from these, in its conv step, which it runs for the network's convs only: so the synthetic
-    conv's arrays are the stage's, planned as one of them."""
-    arch = resnet50(COURSE_VARIANT)
-    at = next(i for i, block in enumerate(arch.blocks) if not block.downsample)
-    block = arch.blocks[at]
-    conv = block.conv3
-    # conv3 reads conv2's output and writes the block's; its residual is the block's input, the block before's output
-    ranges = zip((block.conv2.name, block.name, arch.blocks[at - 1].name), STAND_IN_RANGES, strict=True)
-    stand_ins = {(conv.name, choices[module.shape_name(conv)].block): weights}
-    plan = stand_in_plan(arch, module.PARTS.plan, module.PARTS.tuning, choices, stand_ins,
-                         stand_in_measured(module, ranges))
-    (step,) = plan.of(conv.name)
-    if not (step.constants["quantize"] and step.constants["add_residual"] and step.arrays[4].dtype == np.uint8):
-        raise AssertionError(f"{conv.name} no longer writes u8 codes and adds u8 codes: plan another conv")
-    return step
 
 
 @dataclass
@@ -111,9 +86,9 @@ class Quantized:
     residual: np.ndarray  # a residual's u8 codes, HWC
 
 
-def quantized(module, choice, lanes: int, choices: dict) -> Quantized:
-    """The synthetic conv, folded for `choice`, its sums on `lanes` lanes and its output loop's arrays as the plan
-    with `choices` passes them (planned_in_place)."""
+def quantized(module, choice, lanes: int) -> Quantized:
+    """The synthetic conv, folded for `choice`, its sums on `lanes` lanes and its output loop's arrays as the stage's
+    requantization makes them for the stand-in ranges of its input, output and residual."""
     rng = np.random.default_rng(QUANTIZED_SEED)
     quad, block = module.QUAD, choice.block
     conv = Conv("synthetic", "synthetic_bn", SYNTHETIC_QUADS * quad, block, 1, 1, 0, 1, 1)
@@ -140,9 +115,8 @@ def quantized(module, choice, lanes: int, choices: dict) -> Quantized:
         raise AssertionError("plain_quads' sums are not the sums of the codes' products")
     residual = rng.integers(0, module.U8_MAX + 1, (1, 1, block)).astype(np.uint8)
     # the output loop's arrays for this conv, as the kernel gets them, with the stand-in ranges
-    arrays = planned_in_place(module, choices, (packed, weight_scale, bias)).arrays
-    scale, out_bias = arrays[3], arrays[2]
-    x_unit, out_unit, residual_unit = (r / module.U8_MAX for r in STAND_IN_RANGES)
+    x_unit, out_unit, residual_unit = units = tuple(r / module.U8_MAX for r in STAND_IN_RANGES)
+    out_bias, scale = module.requantization(weight_scale, bias, units)
     if not (np.allclose(scale, np.append(x_unit * weight_scale, residual_unit) / out_unit)
             and np.allclose(out_bias, bias / out_unit)):
         raise AssertionError("the plan's multipliers and bias are not s_x x s_w / s_out, s_res / s_out and "
@@ -232,7 +206,7 @@ def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
     codes, quads_view = x.view(np.uint8), x.view(np.int32)
     size, _, channel_quads = quads_view.shape
     step_h, step_w, step_q = quads_view.strides
-    paragraph(sheet, f"Its input, as Model.plan passes it: HWC u8 codes, {size}x{size}x{channel_quads * quad} "
+    paragraph(sheet, f"Its input, as plan passes it: HWC u8 codes, {size}x{size}x{channel_quads * quad} "
               f"with a border of {conv.padding}, which the kernel views as int32 quads x[h][w][ci/{quad}] "
               f"({size}x{size}x{channel_quads}):", gap=4.4)
     top = sheet.y
@@ -356,8 +330,8 @@ def output_chain(sheet: Sheet, module, q: Quantized, chain: list, counts: dict):
         if i:
             sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
     sheet.y = top - h - 4.4
-    paragraph(sheet, f"scale[c] = s_x x s_w[c] / s_out and bias[c] / s_out: in the output's codes (Model.conv). In "
-              f"the network (Model.plan): {counts['u8']} of the {counts['convs']} convs write u8 codes; the "
+    paragraph(sheet, f"scale[c] = s_x x s_w[c] / s_out and bias[c] / s_out: in the output's codes (requantization). In "
+              f"the network (plan): {counts['u8']} of the {counts['convs']} convs write u8 codes; the "
               f"{counts['float32']} downsample convs write float32 values (no ReLU: they can be negative; s_out = 1);"
               f" the {counts['residual']} conv3s add a residual, {counts['u8 residual']} as u8 codes, "
               f"{counts['float32 residual']} as a downsample's float32 (scale[co] = 1 / s_out).", gap=GAP)
@@ -386,7 +360,7 @@ def stage13(stage, sheet: Sheet):
             "np.float32(sums[r * {block} + c]) * scale[group * {block} + c] + bias[group * {block} + c]",
             "residual[ho, wo0 + r, group * {block} + c] * scale[{out_channels}]",
             "min(acc[r, c] + np.float32(0.5), np.float32({u8_max}))")
-    q = quantized(module, module.Choice(*tiles[0]), lanes, choices)
+    q = quantized(module, module.Choice(*tiles[0]), lanes)
     chain = output_loop(module, q, 0)
     quad = module.QUAD
     candidates = " or ".join(module.label(module.Choice(*tile)) for tile in tiles)

@@ -342,7 +342,7 @@ def bf16_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
     pairs_view = x.view(np.int32)
     size, _, channel_pairs = pairs_view.shape
     step_h, step_w, step_p = pairs_view.strides
-    paragraph(sheet, f"Its input, as Model.plan passes it: HWC bfloat16 bits (uint16), {size}x{size}x"
+    paragraph(sheet, f"Its input, as plan passes it: HWC bfloat16 bits (uint16), {size}x{size}x"
               f"{channel_pairs * pair} with a border of {conv.padding}, which the kernel views as int32 pairs "
               f"x[h][w][ci/{pair}] ({size}x{size}x{channel_pairs}): a pair's low half is the even channel, which "
               "vdpbf16ps multiplies by the weight pair's low half:", gap=4.4)
@@ -388,7 +388,7 @@ def bf16_output_chain(sheet: Sheet, module, s: Stem, rounding, counts: dict):
         if i:
             sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
     sheet.y = top - h - 4.4
-    paragraph(sheet, f"In the network (Model.plan): all {counts['convs']} convs write bfloat16 bits, the "
+    paragraph(sheet, f"In the network (plan): all {counts['convs']} convs write bfloat16 bits, the "
               f"{counts['no relu']} downsample convs without ReLU (a negative value is no special case); the "
               f"{counts['residual']} conv3s add a residual, widened from bfloat16. The max pool compares the bits as "
               "int16 (bfloat16s that are not negative order as their bits do); the average pool sums in float32 and "

@@ -175,7 +175,7 @@ def amx_tiles(sheet: Sheet, module, run: TileRun, target):
     paragraph(sheet, f"tile_config({rows}): sum and input tiles {rows} rows (the choice's output pixels), weight tiles "
               f"TILE_ROWS = {module.TILE_ROWS} (pairs of input channels), every row {module.TILE_ROW_BYTES} bytes; "
               f"the {slots - module.TILES_IN_USE} slots past tile {module.TILES_IN_USE - 1} stay 0. A tile's shape "
-              "is fixed until the next ldtilecfg, so Model keeps one config per rows and the kernel loads it once "
+              "is fixed until the next ldtilecfg, so the plan keeps one config per rows and the kernel loads it once "
               "per part of its prange, not per tile of output.", size=SMALL, gap=GAP)
 
 
@@ -460,7 +460,7 @@ def stage15(stage, sheet: Sheet):
         (f"        store_tile(t, sums, {n}t, sums_stride) for t in 0-3   # the stack array [rows][block]", True),
         ("    acc = sums + bias[c]; acc += from_bf16(residual); acc = max(acc, 0); out = to_bf16(acc)  "
          "# stage 14's", False),
-        ("fc: stage 14's dot_pairs (vdpbf16ps); a CPU without AMX: every conv stage 14's kernel (on_amx)", True),
+        ("fc: stage 14's dot_pairs (vdpbf16ps); a CPU without AMX: every conv stage 14's kernel (candidates)", True),
     ], f"a conv ({previous(stage)})", size=CODE_FONT - 0.5)
     amx_tiles(sheet, module, example_run, target)
     tdpbf16ps(sheet, module, example_run, target, AMX_STEP, lanes)

@@ -16,7 +16,7 @@ BYTES = "uint8[::1]"
 @njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
 def conv_56x64_56x64_k3s1_relu_uint8_7x32(x, weight, bias, scale, residual, out):
     """x: HWC u8 codes, border 1 of the zero point's code; weight: s8 codes as int32 quads, [group][kh][kw]
-    [ci / 4][block] flattened; bias, scale: see conv_step; out: HWC, u8 codes if True, else float32, border
+    [ci / 4][block] flattened; bias, scale: see requantization; out: HWC, u8 codes if True, else float32, border
     0 left alone."""
     wide_vectors()
     quads = x.view(np.int32)  # [h][w][ci / 4]: the codes of 4 neighbouring channels in one int32

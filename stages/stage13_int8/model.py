@@ -131,7 +131,7 @@ CONV = '''
 @njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
 def {name}(x, weight, bias, scale, residual, out):
     """x: HWC u8 codes, border {padding} of the zero point's code; weight: s8 codes as int32 quads, [group][kh][kw]
-    [ci / 4][block] flattened; bias, scale: see conv_step; out: HWC, u8 codes if {quantize}, else float32, border
+    [ci / 4][block] flattened; bias, scale: see requantization; out: HWC, u8 codes if {quantize}, else float32, border
     {out_pad} left alone."""
     wide_vectors()
     quads = x.view(np.int32)  # [h][w][ci / 4]: the codes of 4 neighbouring channels in one int32
@@ -305,6 +305,15 @@ def fold_fc(weight, bias):
     return np.ascontiguousarray(packed).view(np.int32).reshape(-1), weight_scale.astype(np.float32), padded_bias
 
 
+def requantization(weight_scale: np.ndarray, bias: np.ndarray, units: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(bias, scale) as a conv's output loop takes them, in its output's units. units: (x's, out's, residual's): what
+    one code of each stands for (1 for float32 values). scale: [out channels + 1], what one unit of a sum is in out's
+    units, per channel; then one residual unit's."""
+    x_unit, out_unit, residual_unit = units
+    scale = np.append(x_unit * weight_scale / out_unit, residual_unit / out_unit).astype(np.float32)
+    return (bias / out_unit).astype(np.float32), scale
+
+
 def load_pool(manifest, weights_dir, choices):
     """Every conv as (weight codes, their scales, bias) by conv name, packed for its shape's choice (the stem's bias
     takes off the photo's zero point's share), and fc's the same way."""
@@ -346,17 +355,15 @@ def plan(arch: ResNet50, pool: dict, choices: dict) -> Plan:
     def conv_step(x, conv: Conv, out, residual, relu: bool, units, out_border=0):
         """One conv with its batch norm folded in, then + residual (if not None), then ReLU (if relu). x holds codes,
         with a border of the conv's padding; out gets codes if it is u8, values if float32, and a border of
-        out_border. units: (x's, out's, residual's): what one code of each stands for (1 for float32 values).
-        Without a residual, `out` stands in for the argument the kernel does not read."""
+        out_border. units: (x's, out's, residual's), as requantization takes them. Without a residual, `out` stands
+        in for the argument the kernel does not read."""
         weight, weight_scale, bias = pool[conv.name]
-        x_unit, out_unit, residual_unit = units
-        # [out channels + 1]: what one unit of a sum is in out's units, per channel; then one residual unit's.
-        scale = np.append(x_unit * weight_scale / out_unit, residual_unit / out_unit).astype(np.float32)
+        out_bias, scale = requantization(weight_scale, bias, units)
         choice = choices[shape_name(conv)]
         add_residual = residual is not None
         epilogue = (f"_add{residual.dtype}" if add_residual else "") + ("_relu" if relu else "")
         name = f"conv_{shape_name(conv)}{epilogue}_{out.dtype}_{label(choice)}"
-        arrays = (x, weight, (bias / out_unit).astype(np.float32), scale, residual if add_residual else out, out)
+        arrays = (x, weight, out_bias, scale, residual if add_residual else out, out)
         p.emit(CONV, name, arrays, conv, tiled=True, quads=x.shape[2] // QUAD, out_channels=conv.out_channels,
                lanes=LANES, non_negative=NON_NEGATIVE, quantize=out.dtype == np.uint8, u8_max=U8_MAX,
                groups=conv.out_channels // choice.block, positions=conv.out_size * (conv.out_size // choice.rows),
