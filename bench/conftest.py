@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bench.album import DEFAULT_PHOTOS
+from bench.paths import GIGA
 from bench.peers import PEERS
-from bench.report import GIGA
 from bench.rows import ALL, DEFAULT_IMAGE, select_peers, select_stages
 from common.cli import non_negative_int, positive_int
 from common.errors import UserError

@@ -27,7 +27,6 @@ from bench.paths import (
     RESULTS_DIR,
 )
 from bench.peers import FLOAT32, PEERS
-from bench.rows import precision
 from common.errors import UserError
 from common.stages import stage_number
 from common.timing import MS_PER_S
@@ -110,7 +109,7 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             column = SETUP_COLUMNS[key]
             setup[column] = (setup[column] or 0.0) + seconds
         rows.append({
-            "name": bench["param"], "kind": extra["kind"], "precision": precision(bench["param"]),
+            "name": bench["param"], "kind": extra["kind"], "precision": extra["precision"],
             "rounds": stats["rounds"],
             "median_ms": median_s * MS_PER_S, "min_ms": stats["min"] * MS_PER_S,
             "p90_ms": float(np.percentile(stats["data"], SPREAD_PERCENTILE)) * MS_PER_S,

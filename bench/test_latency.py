@@ -18,7 +18,7 @@ import pytest
 from bench.first_answer import first_answer
 from bench.peers import PEER_CLASSES
 from bench.report import SETUP_COLUMNS
-from bench.rows import build, rounds_for
+from bench.rows import build, precision, rounds_for
 from common.architecture import resnet50
 from common.paths import WEIGHTS_DIR
 from common.reference import Reference
@@ -92,7 +92,8 @@ def test_latency(row, benchmark, image, threads, manifest, reference_top1, reque
                      f"about {estimate_s * MS_PER_S:.0f} ms")
 
     benchmark.extra_info.update({
-        "kind": kind, "first_answer_s": first, "peak": model.peak if kind == "peer" else record(row).peak,
+        "kind": kind, "first_answer_s": first, "precision": precision(row),
+        "peak": model.peak if kind == "peer" else record(row).peak,
         "setup_s": dict(model.timings), "build_s": build_s, "first_forward_s": first_s,
         "top1": {"class_id": top1, "label": manifest["labels"][top1]},
         "macs": resnet50(manifest["variant"]).macs, "variant": manifest["variant"], "threads": threads,

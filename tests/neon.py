@@ -53,9 +53,10 @@ def neon_loops(stage: str, cpus: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as kernels, codegen.without_disk_cache():
         target.vector_registers = lambda: NEON  # read when common.intrinsics is imported, below
         codegen.KERNELS_DIR = Path(kernels)
-        numba.config.OPT = 0
         codegen.load_module = tile_kernels_only
-        model = importlib.import_module(f"stages.{stage}.model").Model()
+        module = importlib.import_module(f"stages.{stage}.model")
+        numba.config.OPT = 0  # after the imports, some of which read numba's optimisation level as numba sets it
+        model = module.Model()
         irs = {kernel: getattr(model.kernels, kernel).inspect_llvm(signature)
                for kernel, signature in model.plan.tiled.items()}
     return {"choice": model.choice,

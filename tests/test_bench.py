@@ -10,18 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.paths import LATEST_JSON, LATEST_MD, LATEST_PNG
 from bench.peers import PEERS
-from bench.report import (
-    COLUMNS,
-    END_TO_END_COLUMNS,
-    LATEST_JSON,
-    LATEST_MD,
-    LATEST_PNG,
-    build_end_to_end,
-    build_rows,
-    markdown_table,
-)
-from bench.rows import build, same_precision
+from bench.report import COLUMNS, END_TO_END_COLUMNS, build_end_to_end, build_rows, markdown_table
+from bench.rows import build, precision, same_precision
 from common.architecture import resnet50
 from common.cli import DECODERS
 from common.errors import UserError
@@ -30,6 +22,7 @@ from common.paths import PICS_DIR, REPO, WEIGHTS_DIR
 from common.stages import FASTEST
 from common.trace import attribute, layers
 from common.weights import load_manifest
+from stages import FLOAT32, PRECISION_PEAK
 
 PEER = "onnxruntime"
 FLOAT32_PEERS = ("pytorch", "onnxruntime", "openvino")
@@ -150,13 +143,13 @@ def test_bench_busy_compares_the_stage_with_itself_at_one_thread(tmp_path):
     assert not (tmp_path / LATEST_JSON).exists(), "--busy runs the busy comparison only"
 
 
-def fake_benchmark(name: str, kind: str, seconds: list[float]) -> dict:
-    """One entry as pytest-benchmark writes it, with only the fields report.py reads."""
+def fake_benchmark(name: str, kind: str, seconds: list[float], precision: str = FLOAT32) -> dict:
+    """One entry as pytest-benchmark writes it (bench/test_latency.py), with only the fields report.py reads."""
     stats = {"median": float(np.median(seconds)), "min": min(seconds), "mean": float(np.mean(seconds)),
              "stddev": float(np.std(seconds)), "rounds": len(seconds), "data": seconds}
     extra = {"kind": kind, "setup_s": {"load weights": 0.5, "codegen": 0.25, "compile": 1.0}, "build_s": 2.0,
              "first_forward_s": 3.0, "top1": {"class_id": 285, "label": "Egyptian cat"}, "threads": 2,
-             "macs": 4_000_000_000}
+             "macs": 4_000_000_000, "precision": precision, "peak": PRECISION_PEAK[precision]}
     return {"param": name, "stats": stats, "extra_info": extra}
 
 
@@ -176,13 +169,13 @@ def test_report_ratios_follow_the_definitions():
 
 
 def test_every_row_says_its_precision():
-    """A peer says its precision, a stage's folder name ends in it or it is float32; the table shows it."""
-    raw = {"benchmarks": [fake_benchmark(name, kind, [0.01]) for name, kind in [
-        ("stage11_x", "stage"), ("stage13_int8", "stage"), ("openvino", "peer"), ("openvino-bf16", "peer"),
-        ("onnxruntime-int8", "peer"), ("openvino-int8", "peer")]]}
+    """A peer says its precision, a stage's record says its own; the run keeps it, and the table shows it."""
+    rows = [("stage11_winograd4", "stage"), ("stage13_int8", "stage"), ("openvino", "peer"), ("openvino-bf16", "peer"),
+            ("onnxruntime-int8", "peer"), ("openvino-int8", "peer")]
+    raw = {"benchmarks": [fake_benchmark(name, kind, [0.01], precision(name)) for name, kind in rows]}
     rows = {r["name"]: r["precision"] for r in build_rows(raw)}
-    assert rows == {"stage11_x": "float32", "stage13_int8": "int8", "openvino": "float32", "openvino-bf16": "bf16",
-                    "onnxruntime-int8": "int8", "openvino-int8": "int8"}
+    assert rows == {"stage11_winograd4": "float32", "stage13_int8": "int8", "openvino": "float32",
+                    "openvino-bf16": "bf16", "onnxruntime-int8": "int8", "openvino-int8": "int8"}
     assert "| openvino-int8 | int8 | 10.00 |" in markdown_table(build_rows(raw))
 
 

@@ -165,7 +165,14 @@ def test_digest_changes_with_everything_that_changes_machine_code(monkeypatch, t
     generator.write_text("# a changed generator, or an intrinsic in it\n")
     assert codegen.digest("source", generator) != base
     generator.write_text("# a generator\n")
-    for setting in ("SLP_VECTORIZE", "LOOP_VECTORIZE", "OPT"):
+    shared = tmp_path / "intrinsics.py"  # a module of intrinsics the stage's kernels import
+    shared.write_text("# an intrinsic\n")
+    monkeypatch.setattr(codegen, "SHARED_GENERATORS", (shared,))
+    base = codegen.digest("source", generator)
+    shared.write_text("# a changed intrinsic\n")
+    assert codegen.digest("source", generator) != base
+    shared.write_text("# an intrinsic\n")
+    for setting in ("SLP_VECTORIZE", "LOOP_VECTORIZE", "OPT", "NUMBA_NUM_THREADS"):
         with monkeypatch.context() as m:
             m.setattr(numba.config, setting, f"not {getattr(numba.config, setting)}")
             assert codegen.digest("source", generator) != base, setting
@@ -173,5 +180,5 @@ def test_digest_changes_with_everything_that_changes_machine_code(monkeypatch, t
         m.setattr(numba, "__version__", "0.0.0")
         assert codegen.digest("source", generator) != base
     with monkeypatch.context() as m:
-        m.setattr(codegen, "target", lambda: ("x86_64-unknown-linux-gnu", "haswell", "+avx2,+fma"))
+        m.setattr(codegen, "numba_target", lambda: ("x86_64-unknown-linux-gnu", "haswell", "+avx2,+fma"))
         assert codegen.digest("source", generator) != base

