@@ -51,10 +51,10 @@ def compiled_functions(module) -> dict[str, CPUDispatcher]:
     return {name: f for name, f in vars(module).items() if isinstance(f, CPUDispatcher) and f.signatures}
 
 
-def stage_functions(model) -> dict[str, CPUDispatcher]:
+def stage_functions(stage: str, model) -> dict[str, CPUDispatcher]:
     """The compiled functions of a built stage: its model module's and its generated module's (stage 5 on)."""
-    modules = [sys.modules[type(model).__module__]]
-    if getattr(model, "kernels", None) is not None:
+    modules = [stage_module(stage)]
+    if record(stage).generates:
         modules.append(model.kernels)
     return {name: f for module in modules for name, f in compiled_functions(module).items()}
 
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--loop", action="store_true", help="print the function's inner loop and its stack accesses")
     args = parser.parse_args(argv)
     model = compile_stage(args.stage)
-    functions = stage_functions(model)
+    functions = stage_functions(args.stage, model)
     width = max(map(len, functions))
     for name, dispatcher in functions.items():
         count = len(packed_fma_lines(dispatcher))

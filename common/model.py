@@ -43,15 +43,9 @@ class Tuning:
     stand_in: Callable[[Conv, tuple], tuple]  # a conv's weights as fold packs them for a choice, of stand-in values
     stand_in_fc: Callable[[ResNet50], tuple]  # fc's, the same way
     header: str = ""  # what the command line's first line says before the tuning's result
-    # the choice a conv's kernel in the committed example (common.examples) is rendered with: its first candidate
-    # by default
+    # The choice a conv's kernels are rendered with in the committed example (common/examples.py): its first
+    # candidate by default.
     example: Callable[[Conv], tuple] | None = None
-
-    def first_of_each_shape(self, arch: ResNet50) -> dict[str, Conv]:
-        first = {}
-        for conv in arch.convs:
-            first.setdefault(shape_name(conv), conv)
-        return first
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,9 @@ def tune(parts: Parts, arch: ResNet50, variant: str, measured: dict):
     planned with each round's candidates on stand-in weights, every round's kernels compiled together, and their
     calls timed (common/tuning.py)."""
     generator, tuning = parts.generator, parts.tuning
-    first = tuning.first_of_each_shape(arch)
+    first = {}  # the first conv of each layer shape
+    for conv in arch.convs:
+        first.setdefault(shape_name(conv), conv)
     options = {shape: [list(c) for c in tuning.candidates(conv)] for shape, conv in first.items()}
     stand_ins, kernels, tiled = {}, {}, {}  # shared by the rounds
     rounds = []
