@@ -18,6 +18,7 @@ Python finishes in seconds; multiply-adds per second compare the three.
 import sys
 import time
 
+import numba
 import numpy as np
 
 from common.architecture import resnet50
@@ -55,7 +56,7 @@ def conv2d_vdot(x, weight, stride, padding):
     return out
 
 
-if not hasattr(conv2d, "py_func"):
+if numba.config.DISABLE_JIT:
     sys.exit("one_op compares numba's compiled conv2d with the interpreter: run it without NUMBA_DISABLE_JIT")
 conv = next(c for c in resnet50().convs if c.name == LAYER)
 rng = np.random.default_rng(0)
