@@ -44,7 +44,8 @@ help:
 	@echo "make run [IMG=path]          classify pics/ (or one photo) with the fastest float32 stage ($(FASTEST))"
 	@echo "make stageN run [IMG=path]   the same with stage N: $(STAGE_DIRS)"
 	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
-	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage (or N)"
+	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage that"
+	@echo "                             computes every layer's output ($(shell $(PYTHON) -m common.stages explained)), or N"
 	@echo "make stageN profile          per-layer time table of stage N (ARGS=--vs openvino: beside OpenVINO's nodes)"
 	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
 	@echo "make stageN tune             stage 12 on: time the register tiles on this CPU again, keep the fastest"
@@ -100,7 +101,7 @@ calibrate: $(DEV_STAMP) $(WEIGHTS)
 
 # Where in the photo the network found its answer: explain/README.md says what each picture shows.
 explain: $(RUNTIME_STAMP) $(WEIGHTS)
-	$(PY) -m explain $(or $(IMG),pics/cat.png) --stage $(STAGE) $(ARGS)
+	$(PY) -m explain $(or $(IMG),pics/cat.png) $(if $(STAGE_GOALS),--stage $(STAGE)) $(ARGS)
 
 # The latency table, JSON and chart of every stage (or STAGES=3,4) and the peers; bench/README.md explains.
 # The stages' first answers are timed in .venv, as `make run` starts them.

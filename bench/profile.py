@@ -21,7 +21,6 @@ import numpy as np
 from bench import openvino_profile
 from bench.paths import FLOPS_PER_MAC, GIGA, PERCENT
 from bench.rows import DEFAULT_IMAGE, check_stage, rounds_for
-from common.architecture import resnet50
 from common.cli import positive_int, set_threads
 from common.errors import UserError
 from common.image import load_image
@@ -36,7 +35,7 @@ MIN_RUNS, MAX_RUNS = 1, 20
 MEGA = 1e6
 
 
-def profile(stage: str, image: np.ndarray, variant: str, runs: int | None) -> dict:
+def profile(stage: str, image: np.ndarray, runs: int | None) -> dict:
     """Per-layer seconds and the wall time of a whole forward, averaged over the profiled runs. Means, not
     medians: the layers then add up to the kernels' total, and the shares to 100%."""
     model = stage_module(stage).Model(weights_dir=WEIGHTS_DIR)
@@ -44,7 +43,7 @@ def profile(stage: str, image: np.ndarray, variant: str, runs: int | None) -> di
     if runs is None:
         _, estimate = timed(model.forward, image)
         runs = rounds_for(estimate, PROFILE_SECONDS, MIN_RUNS, MAX_RUNS)
-    expected = layers(resnet50(variant))
+    expected = layers(model.arch)  # the network as the stage computes it (stage 16 rewrites it)
     per_row: dict[tuple, list[float]] = {}
     walls = []
     for run in range(runs):
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(args.threads)
         manifest = load_manifest(WEIGHTS_DIR)
         image = load_image(args.image, manifest["preprocessing"])
-        result = profile(stage, image, manifest["variant"], args.runs)
+        result = profile(stage, image, args.runs)
         theirs = (openvino_profile.profile(WEIGHTS_DIR, image, args.threads, result["runs"], result["layers"])
                   if args.vs else None)
     except UserError as e:

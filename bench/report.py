@@ -110,6 +110,7 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
             setup[column] = (setup[column] or 0.0) + seconds
         rows.append({
             "name": bench["param"], "kind": extra["kind"], "precision": extra["precision"],
+            "predecessor": extra.get("predecessor"),  # the stage it adds its idea to (a stage's record; a peer: none)
             "rounds": stats["rounds"],
             "median_ms": median_s * MS_PER_S, "min_ms": stats["min"] * MS_PER_S,
             "p90_ms": float(np.percentile(stats["data"], SPREAD_PERCENTILE)) * MS_PER_S,
@@ -125,12 +126,10 @@ def build_rows(raw: dict, avx2: dict | None = None) -> list[dict]:
     rows.sort(key=row_order)
     by_name = {r["name"]: r["median_ms"] for r in rows}
     stage1 = next((r["median_ms"] for r in rows if r["name"].startswith(FIRST_STAGE_PREFIX)), None)
-    previous = None
     for r in rows:
         r["speedup_vs_stage1"] = _ratio(stage1, r["median_ms"])
-        r["speedup_vs_previous"] = _ratio(previous, r["median_ms"]) if r["kind"] == "stage" else None
+        r["speedup_vs_previous"] = _ratio(by_name.get(r["predecessor"]), r["median_ms"])
         r["time_vs_pytorch"] = _ratio(r["median_ms"], by_name.get(TORCH_PEER))
-        previous = r["median_ms"] if r["kind"] == "stage" else previous
     if avx2 is not None:
         avx2_rows = {r["name"]: r for r in build_rows(avx2)}
         for r in rows:

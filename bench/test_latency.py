@@ -22,7 +22,7 @@ from bench.rows import build, precision, rounds_for
 from common.architecture import resnet50
 from common.paths import WEIGHTS_DIR
 from common.reference import Reference
-from common.stages import record
+from common.stages import find_stage, record
 from common.timing import MS_PER_S, timed
 
 LOG_LINES_PER_ROW = 4
@@ -66,6 +66,13 @@ class Progress:
         self.write(f"{self.label}: {self.rounds} rounds, median {median_ms:.2f} ms", end="\n")
 
 
+def predecessor(row: str) -> str | None:
+    """The stage folder a stage adds its idea to (its record's), None for stage 1 and the peers."""
+    if row in PEER_CLASSES or record(row).predecessor < 1:
+        return None
+    return find_stage(str(record(row).predecessor))
+
+
 def test_latency(row, benchmark, image, threads, manifest, reference_top1, request, capsys):
     position = f"[{request.node.callspec.indices['row'] + 1}/{len(request.session.items)}] {row}"
     kind = "peer" if row in PEER_CLASSES else "stage"
@@ -92,7 +99,7 @@ def test_latency(row, benchmark, image, threads, manifest, reference_top1, reque
                      f"about {estimate_s * MS_PER_S:.0f} ms")
 
     benchmark.extra_info.update({
-        "kind": kind, "first_answer_s": first, "precision": precision(row),
+        "kind": kind, "first_answer_s": first, "precision": precision(row), "predecessor": predecessor(row),
         "peak": model.peak if kind == "peer" else record(row).peak,
         "setup_s": dict(model.timings), "build_s": build_s, "first_forward_s": first_s,
         "top1": {"class_id": top1, "label": manifest["labels"][top1]},

@@ -49,7 +49,8 @@ OUTPUT_LOOP = '''\
                 out[{out_pad} + ho, {out_pad} + wo0 + r, group * {block} + c] = to_bf16(acc[r, c])
 '''
 
-CONV = '''
+# Stage 14's conv kernel up to its sums: the tile's position and its dot products. CONV adds the output loop.
+CONV_SUMS = '''
 
 @njit(fastmath=True, cache=True, parallel=True, boundscheck=False)
 def {name}(x, weight, bias, residual, out):
@@ -73,7 +74,8 @@ def {name}(x, weight, bias, residual, out):
                         pair = pairs[ho * {stride} + kh, (wo0 + r) * {stride} + kw, p]
                         for v in range(0, {block}, {lanes}):
                             dot_pairs(sums, r * {block} + v, pair, weight, at + v)
-''' + OUTPUT_LOOP
+'''
+CONV = CONV_SUMS + OUTPUT_LOOP
 
 MAX_POOL = '''
 

@@ -59,7 +59,8 @@ COMPILE_SETTINGS = ("OPT", "LOOP_VECTORIZE", "SLP_VECTORIZE", "ENABLE_AVX", "BOU
 # The shared modules a stage's kernels and packed weights depend on, besides the stage's model.py: the intrinsics the
 # kernels call, and what packs the weights of the stages that import their packing.
 SHARED_GENERATORS = tuple(Path(__file__).parent / name for name in ("intrinsics.py", "tiles.py",
-                                                                      "winograd.py", "bf16.py"))
+                                                                      "winograd.py", "tuned.py", "bf16.py",
+                                                                      "rewrites.py"))
 NUMBA_CACHE_SUFFIXES = (".nbi", ".nbc")
 DO_NOT_EDIT = "Do not edit: kept in the kernel cache (common/codegen.py), named after its content."
 # Processes that compile a stage's kernels at once: one per core this process may run on.

@@ -18,7 +18,6 @@ Tuning names for the example (stage 15: its AMX tile, whether or not this CPU ha
 import sys
 import textwrap
 
-from common.architecture import resnet50
 from common.errors import run_reporting_errors
 from common.model import Parts, stand_in_plan
 from common.paths import REPO, WEIGHTS_DIR
@@ -38,7 +37,7 @@ def example_plan(parts: Parts) -> Plan:
     """The stage's plan for the weights in weights/: of their real values, or, for a tuned stage, of stand-ins packed
     for the example's choices (the int8 stage's measured units are the real ones: they change no kernel's source)."""
     manifest = load_manifest(WEIGHTS_DIR)
-    arch = resnet50(manifest["variant"])
+    arch = parts.architecture(manifest["variant"])
     measured = parts.measure(manifest, WEIGHTS_DIR) if parts.measure else {}
     if parts.tuning is None:
         return parts.plan(arch, parts.load_pool(manifest, WEIGHTS_DIR))

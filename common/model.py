@@ -57,6 +57,8 @@ class Parts:
     load_pool: Callable  # (manifest, weights_dir[, choices]) -> the weights as the kernels read them
     plan: Callable  # (arch, pool[, choices]) -> Plan
     choice: str = ""  # what a tiled stage says it chose for this CPU on the command line's first line
+    # The network the stage computes, from the weights' variant: ResNet-50 as written, or a stage's rewrite of it.
+    architecture: Callable[[str], ResNet50] = resnet50
     tuning: Tuning | None = None  # a tuned stage's
     # What the plan reads beside the weights, measured on them but not kept with them (an int8 stage's activation
     # units, calibrated): (manifest, weights_dir) -> entries added to the pool.
@@ -118,7 +120,7 @@ class Compiled:
 
     def __init__(self, parts: Parts, weights_dir: Path = WEIGHTS_DIR):
         self.manifest = load_manifest(weights_dir)
-        self.arch = resnet50(self.manifest["variant"])
+        self.arch = parts.architecture(self.manifest["variant"])
         variant, generator, tuning = self.manifest["variant"], parts.generator, parts.tuning
         self.timings = {}  # set-up costs in seconds
         measured = parts.measure(self.manifest, weights_dir) if parts.measure else {}

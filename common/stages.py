@@ -5,11 +5,12 @@ in, whether it runs threads, generates its kernels, chooses a register tile for 
 its speed is measured against and, where it does not build on the stage numbered before it, which one it builds on.
 The command line, the tests, the benchmark and the pictures read the record; nothing looks into a stage's source.
 
-The stages after the fastest float32 one compute in reduced precision: their answers differ a little from the
-reference's, so `make run`, `make explain` and the float32 comparisons take FASTEST, the last float32 stage, not
-the last stage.
+The reduced-precision stages' answers differ a little from the reference's, so `make run` and the float32
+comparisons take FASTEST, the last float32 stage, not the last stage; `make explain`, which draws every layer's
+output, takes EXPLAINED, the last float32 stage that computes them all.
 
     python -m common.stages fastest          # the folder of FASTEST (the Makefile's default stage)
+    python -m common.stages explained        # the folder of EXPLAINED (make explain's default stage)
     python -m common.stages precision STAGE  # what STAGE computes in
 """
 
@@ -38,7 +39,10 @@ def precision(stage: str) -> str:
 
 
 FLOAT32_STAGES = [stage for stage in STAGES if precision(stage) == FLOAT32]
-FASTEST = FLOAT32_STAGES[-1]  # the last float32 stage: what make run and make explain run
+FASTEST = FLOAT32_STAGES[-1]  # the last float32 stage: what make run runs
+# The last float32 stage that computes every layer's whole output, as the network is written (a stage that rewrites
+# it computes some only in part): what make explain shows.
+EXPLAINED = [stage for stage in FLOAT32_STAGES if not record(stage).rewrites][-1]
 
 
 def stage_module(stage: str):
@@ -69,4 +73,4 @@ def tiled(stage: str) -> bool:
 
 if __name__ == "__main__":
     question, *stage = sys.argv[1:]
-    print(FASTEST if question == "fastest" else precision(find_stage(stage[0])))
+    print({"fastest": FASTEST, "explained": EXPLAINED}.get(question) or precision(find_stage(stage[0])))

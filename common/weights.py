@@ -126,13 +126,14 @@ def fold_batch_norm(conv, tensors, eps) -> tuple[np.ndarray, np.ndarray]:
     return weight * scale[:, None, None, None], beta - mean * scale  # OIHW
 
 
-def folded_pool(manifest, weights_dir, fold, fold_fc=lambda weight, bias: (weight, bias)) -> dict:
-    """Every conv as fold(conv, tensors, eps) by conv name, and "fc" as fold_fc(weight, bias) (as exported, by
-    default)."""
+def folded_pool(manifest, weights_dir, fold, fold_fc=lambda weight, bias: (weight, bias),
+                architecture=resnet50) -> dict:
+    """Every conv of architecture(variant) (the network as the stage computes it) as fold(conv, tensors, eps) by conv
+    name, and "fc" as fold_fc(weight, bias) (as exported, by default)."""
     def tensors(name):
         return load_tensor(name, manifest, weights_dir)
 
-    pool = {conv.name: fold(conv, tensors, manifest["bn_eps"]) for conv in resnet50(manifest["variant"]).convs}
+    pool = {conv.name: fold(conv, tensors, manifest["bn_eps"]) for conv in architecture(manifest["variant"]).convs}
     pool["fc"] = fold_fc(tensors("fc.weight"), tensors("fc.bias"))
     return pool
 

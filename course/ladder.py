@@ -103,7 +103,6 @@ def trace_stages(stages: list[str], image: np.ndarray, variant: str, runs: int |
     first; then the passes run in ROUNDS rounds, each stage its share of passes in every round, so that a busy
     spell of a shared machine slows some passes of every stage rather than all passes of one."""
     arch = resnet50(variant)
-    expected = layers(arch)
     kernel_sizes = {conv.name: conv.kernel for conv in arch.convs}
     models, counts = {}, {}
     for stage in stages:
@@ -116,7 +115,8 @@ def trace_stages(stages: list[str], image: np.ndarray, variant: str, runs: int |
         for stage in stages:
             share = counts[stage] * (round_ + 1) // ROUNDS - counts[stage] * round_ // ROUNDS
             print(f"\rround {round_ + 1}/{ROUNDS}: {stage:<20}", end="", file=sys.stderr, flush=True)
-            passes[stage] += [traced_pass(models[stage], image, expected, kernel_sizes) for _ in range(share)]
+            passes[stage] += [traced_pass(models[stage], image, layers(models[stage].arch), kernel_sizes)
+                              for _ in range(share)]
     print(file=sys.stderr)
     result = {}
     for stage, traced in passes.items():

@@ -37,7 +37,7 @@ from common.errors import UserError, run_reporting_errors
 from common.image import load_crop, normalize
 from common.labels import top5
 from common.paths import WEIGHTS_DIR
-from common.stages import FASTEST, find_stage, precision, stage_module, stage_number
+from common.stages import EXPLAINED, find_stage, precision, record, stage_module, stage_number
 from common.trace import GROUPS, capture
 from common.weights import load_manifest, load_tensor
 from explain import pictures
@@ -159,7 +159,10 @@ def stage_choice(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
     if precision(stage) != "float32":
         raise argparse.ArgumentTypeError(f"{stage} keeps its activations as {precision(stage)} codes, not values; "
-                                         f"explain a float32 stage (stage{stage_number(FASTEST)} is the fastest)")
+                                         f"explain a float32 stage (stage{stage_number(EXPLAINED)} by default)")
+    if record(stage).rewrites:
+        raise argparse.ArgumentTypeError(f"{stage} computes a rewritten network, in which some layers' outputs exist "
+                                         f"only in part; explain stage{stage_number(EXPLAINED)} (the default)")
     return stage
 
 
@@ -170,8 +173,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("image", type=Path, metavar="IMAGE", help="any photo Pillow can read")
     parser.add_argument("-o", "--out", type=Path, default=OUT_DIR, metavar="DIR",
                         help="output folder (default: %(default)s)")
-    parser.add_argument("--stage", type=stage_choice, default=FASTEST, metavar="N",
-                        help="stage number or folder name (default: the fastest, %(default)s)")
+    parser.add_argument("--stage", type=stage_choice, default=EXPLAINED, metavar="N",
+                        help="stage number or folder name (default: the fastest that computes every layer's output, "
+                             "%(default)s)")
     return parser.parse_args(argv)
 
 

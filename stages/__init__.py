@@ -23,6 +23,7 @@ class Stage:
     generates: bool = False  # generates its kernels as source, kept in the kernel cache (stage 5 on)
     tiles: bool = False  # chooses a register tile for the CPU it is compiled for (stage 8 on)
     tunes: bool = False  # times candidate tiles at its first run on a CPU and keeps the fastest (stage 12 on)
+    rewrites: bool = False  # computes a rewritten network, in which some layers' outputs exist only in part
     peak: str = ""  # one of PEAKS; by default its precision's vector instruction
     predecessor: int = 0  # the stage it adds its idea to, where that is not the one numbered before it
 

@@ -143,24 +143,29 @@ def test_bench_busy_compares_the_stage_with_itself_at_one_thread(tmp_path):
     assert not (tmp_path / LATEST_JSON).exists(), "--busy runs the busy comparison only"
 
 
-def fake_benchmark(name: str, kind: str, seconds: list[float], precision: str = FLOAT32) -> dict:
+def fake_benchmark(name: str, kind: str, seconds: list[float], precision: str = FLOAT32,
+                   predecessor: str | None = None) -> dict:
     """One entry as pytest-benchmark writes it (bench/test_latency.py), with only the fields report.py reads."""
     stats = {"median": float(np.median(seconds)), "min": min(seconds), "mean": float(np.mean(seconds)),
              "stddev": float(np.std(seconds)), "rounds": len(seconds), "data": seconds}
     extra = {"kind": kind, "setup_s": {"load weights": 0.5, "codegen": 0.25, "compile": 1.0}, "build_s": 2.0,
              "first_forward_s": 3.0, "top1": {"class_id": 285, "label": "Egyptian cat"}, "threads": 2,
-             "macs": 4_000_000_000, "precision": precision, "peak": PRECISION_PEAK[precision]}
+             "macs": 4_000_000_000, "precision": precision, "peak": PRECISION_PEAK[precision],
+             "predecessor": predecessor}
     return {"param": name, "stats": stats, "extra_info": extra}
 
 
 def test_report_ratios_follow_the_definitions():
-    raw = {"benchmarks": [fake_benchmark("pytorch", "peer", [0.05]), fake_benchmark("stage3_x", "stage", [0.5]),
+    raw = {"benchmarks": [fake_benchmark("pytorch", "peer", [0.05]),
+                          fake_benchmark("stage3_x", "stage", [0.5], predecessor="stage2_x"),
                           fake_benchmark("stage1_x", "stage", [4.0, 2.0, 3.0]),
-                          fake_benchmark("stage2_x", "stage", [1.0]), fake_benchmark("stage10_x", "stage", [0.25])]}
+                          fake_benchmark("stage2_x", "stage", [1.0], predecessor="stage1_x"),
+                          fake_benchmark("stage10_x", "stage", [0.25], predecessor="stage2_x")]}
     rows = {r["name"]: r for r in build_rows(raw)}
     assert list(rows) == ["stage1_x", "stage2_x", "stage3_x", "stage10_x", "pytorch"]
     assert rows["stage3_x"]["speedup_vs_stage1"] == pytest.approx(3.0 / 0.5)
     assert rows["stage3_x"]["speedup_vs_previous"] == pytest.approx(1.0 / 0.5)
+    assert rows["stage10_x"]["speedup_vs_previous"] == pytest.approx(1.0 / 0.25)  # its predecessor's, not stage3_x's
     assert rows["stage1_x"]["speedup_vs_previous"] is None and rows["pytorch"]["speedup_vs_previous"] is None
     assert rows["stage2_x"]["time_vs_pytorch"] == pytest.approx(1.0 / 0.05)
     assert rows["stage1_x"]["codegen_compile_s"] == pytest.approx(1.25)

@@ -27,7 +27,7 @@ NO_NODE = "our layers no OpenVINO node computes: "
 @pytest.fixture(scope="module")
 def both(manifest):
     image = load_image(DEFAULT_IMAGE, manifest["preprocessing"])
-    ours = profile(STAGE, image, manifest["variant"], RUNS)
+    ours = profile(STAGE, image, RUNS)
     return ours, openvino_profile.profile(WEIGHTS_DIR, image, os.cpu_count(), RUNS, ours["layers"])
 
 

@@ -30,9 +30,11 @@ from common.architecture import Conv, ResNet50
 from common.intrinsics import LANES, VECTOR_REGISTERS
 from common.model import Compiled, Parts, Tuning
 from common.planner import Planner
-from common.tiles import ROW_CHOICES, channel_vectors, tiled_conv, tiled_plan
+from common.tiles import ROWS, channel_vectors, tiled_conv, tiled_plan
 from common.weights import fold_batch_norm, folded_pool
 from common.winograd import winograd, winograd_tile, winograd_transform
+
+ROW_CHOICES = (ROWS, 2 * ROWS)  # the tuning's: 14 divides the output widths of layers 1-3 and of the stem
 
 
 def register_tiles(registers: int, lanes: int) -> list[tuple[int, int]]:
