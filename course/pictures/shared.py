@@ -4,7 +4,7 @@ The sheet (Sheet): one axes over the whole figure, drawn top down, its title the
 the stage's loop nest with the changed lines highlighted; its layout, fonts and colours. A stage's forward pass
 planned by its own plan on stand-in weights (`planned`): a common.planner.Plan, every kernel call a step with the
 conv it computes and the constants its kernel was rendered with. The target of the CPUs named to LLVM that stages
-12-15 are drawn for (X86); the lines of a template a code box draws (require); fold on synthetic weights and the
+12-16 are drawn for (X86); the lines of a template a code box draws (require); fold on synthetic weights and the
 step of each index of its packing (stages 13 and 14); wrapped paragraphs, brackets and the byte strips of packed
 weights and activations.
 """
@@ -18,13 +18,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
-from common.architecture import Conv, ResNet50, resnet50
+from common.architecture import Conv, ResNet50
 from common.errors import UserError
 from common.export_weights import KERAS_BN_EPS
 from common.kernels import BN_EPS
 from common.model import stand_in_plan
 from common.planner import Plan, StandIns
-from common.stages import stage_module, stage_number
+from common.stages import record, stage_module, stage_number
 
 # The weights `make weights` exports by default (npm, Keras) are ResNet v1 (common/export_weights.py).
 COURSE_VARIANT = "v1"
@@ -52,7 +52,7 @@ CHARACTER_EMS = 0.54  # a wrapped paragraph's characters, wide ones and spaces t
 LINE_SPACING = 1.25
 
 # --- what more than one group's pictures draw (choices of the drawing, not of the stages) ---
-# Stages 12-15's pictures are drawn for CPUs named to LLVM (common.target), so that they are the same on every
+# Stages 12-16's pictures are drawn for CPUs named to LLVM (common.target), so that they are the same on every
 # machine: x86-64 CPUs, of this target triple
 X86 = "x86_64-unknown-linux-gnu"
 INT32_SHOWN = 3  # int32s drawn at the start of a run of a byte strip, before "..."
@@ -160,7 +160,8 @@ def title(stage: str) -> str:
 
 
 def previous(stage: str) -> str:
-    return f"highlighted: changed from stage {stage_number(stage) - 1}"
+    """What a code box's highlight means: changed from the stage this one builds on (its record's predecessor)."""
+    return f"highlighted: changed from stage {record(stage).predecessor}"
 
 
 # --- a stage's plan, on stand-in weights ---
@@ -170,9 +171,10 @@ def planned(stage: str, choices: dict | None = None, measured: dict | None = Non
     weights of the real shapes, so that no weights are read and nothing is compiled: StandIns, which hold nothing,
     or, for a stage that tunes itself (12 on), planned with `choices` (its Choice by layer shape) on the stand-ins
     its tuning plans with (stand_in_plan), with `measured`: what its plan reads beside the weights (stage 13's
-    units)."""
+    units). The network planned is the one the stage computes (PARTS.architecture): ResNet-50, or stage 16's
+    rewrite of it."""
     module = stage_module(stage)
-    arch = resnet50(COURSE_VARIANT)
+    arch = module.PARTS.architecture(COURSE_VARIANT)
     if choices is None:
         pool = StandIns(arch)
         pool[BN_EPS] = np.array(KERAS_BN_EPS)  # stages 5 and 6 render it into their batch norm kernels
@@ -180,7 +182,7 @@ def planned(stage: str, choices: dict | None = None, measured: dict | None = Non
     return stand_in_plan(arch, module.PARTS.plan, module.PARTS.tuning, choices, {}, measured or {})
 
 
-# --- what stages 12-15's pictures take from a stage's code ---
+# --- what stages 12-16's pictures take from a stage's code ---
 
 def require(source: str, *fragments: str):
     """The code box draws these lines of a template: they must still be in it."""
