@@ -52,6 +52,7 @@ from bench.paths import ACCURACY_JSON, ACCURACY_MD, LADDER_JSON, LATEST_JSON, LA
 from bench.report import AVX2_COLUMNS, COLUMNS, fmt
 from common.errors import UserError
 from common.paths import REPO
+from stages import stage_number
 
 # accuracy.json's figures -> how its table writes them
 ACCURACY_FORMATS = {"top1_agreement": "{:.1%}", "top5_overlap_mean": "{:.2f}", "top5_overlap_min": "{}",
@@ -113,12 +114,10 @@ def measured_text(summary: dict, stage: str) -> str:
         raise UserError(f"the bench run of {summary['datetime']} has no row {stage}; run `make bench` first")
     r = rows[stage]
     m = summary["machine"]
-    stages = [row for row in summary["rows"] if row["kind"] == "stage"]
-    index = [row["name"] for row in stages].index(stage)
     text = (f"`make bench` on {summary['datetime'][:10]} ({m['cpu']}, family {m['family']}, {m['threads']} threads), "
             f"median of {r['rounds']} rounds on {summary['image']}: **{fmt(r['median_ms'], 'ms')} ms**")
-    if index:
-        before = stages[index - 1]
+    before = rows.get(r.get("predecessor"))  # the stage it adds its idea to, if the run has it
+    if before is not None:
         text += (f", against {fmt(before['median_ms'], 'ms')} ms for {before['name']} in the same run: "
                  f"{ratio_text(r['median_ms'], before['median_ms'])}")
     peak = "FMA peak" if r.get("precision", "float32") == "float32" else f"{r['precision']} peak"
@@ -140,17 +139,16 @@ def measured_text(summary: dict, stage: str) -> str:
 
 def stage_latencies(text: str, summary: dict) -> str:
     rows = {r["name"]: r for r in summary["rows"]}
-    stages = [r["name"] for r in summary["rows"] if r["kind"] == "stage"]
 
     def latency(match: re.Match) -> str:
         name = match.group(2)
         if name not in rows:
             raise UserError(f"the README's table names {name}, which the bench run does not have")
         cell = f"{fmt(rows[name]['median_ms'], 'ms')} ms"
-        index = stages.index(name) if name in stages else 0
-        if rows[name]["kind"] == "stage" and index:
-            before = rows[stages[index - 1]]["median_ms"]
-            cell += f", {fmt(before / rows[name]['median_ms'], 'x')} the previous stage's speed"
+        before = rows.get(rows[name].get("predecessor"))  # the stage it adds its idea to
+        if before is not None:
+            cell += (f", {fmt(before['median_ms'] / rows[name]['median_ms'], 'x')} stage "
+                     f"{stage_number(before['name'])}'s speed")
         return f"{match.group(1)} {cell} {match.group(4)}"
 
     return PEER_ROW.sub(latency, STAGE_ROW.sub(latency, text))
