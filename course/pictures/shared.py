@@ -4,7 +4,7 @@ The sheet (Sheet): one axes over the whole figure, drawn top down, its title the
 the stage's loop nest with the changed lines highlighted; its layout, fonts and colours. A stage's forward pass
 planned by its own plan on stand-in weights (`planned`): a common.planner.Plan, every kernel call a step with the
 conv it computes and the constants its kernel was rendered with. The target of the CPUs named to LLVM that stages
-12-16 are drawn for (X86); the lines of a template a code box draws (require); fold on synthetic weights and the
+12-17 are drawn for (X86); the lines of a template a code box draws (require); fold on synthetic weights and the
 step of each index of its packing (stages 13 and 14); wrapped paragraphs, brackets and the byte strips of packed
 weights and activations.
 """
@@ -52,7 +52,7 @@ CHARACTER_EMS = 0.54  # a wrapped paragraph's characters, wide ones and spaces t
 LINE_SPACING = 1.25
 
 # --- what more than one group's pictures draw (choices of the drawing, not of the stages) ---
-# Stages 12-16's pictures are drawn for CPUs named to LLVM (common.target), so that they are the same on every
+# Stages 12-17's pictures are drawn for CPUs named to LLVM (common.target), so that they are the same on every
 # machine: x86-64 CPUs, of this target triple
 X86 = "x86_64-unknown-linux-gnu"
 INT32_SHOWN = 3  # int32s drawn at the start of a run of a byte strip, before "..."
@@ -182,7 +182,7 @@ def planned(stage: str, choices: dict | None = None, measured: dict | None = Non
     return stand_in_plan(arch, module.PARTS.plan, module.PARTS.tuning, choices, {}, measured or {})
 
 
-# --- what stages 12-16's pictures take from a stage's code ---
+# --- what stages 12-17's pictures take from a stage's code ---
 
 def require(source: str, *fragments: str):
     """The code box draws these lines of a template: they must still be in it."""

@@ -176,32 +176,29 @@ def transition(sheet: Sheet, stage, written, moved, i: int):
     sheet.y -= 1.5 + GAP
 
 
-def savings(sheet: Sheet, stage, written, moved, found: list[int]):
-    """Per rewritten block, conv2's and conv3's shapes and multiply-adds before and after, as bars; the network's
-    totals, counted by common/architecture.py and as the kernels' products."""
-    module = stage_module(stage)
-    paragraph(sheet, "What it saves: the multiply-adds of the rewritten blocks' conv2 and conv3 (Conv.macs: out^2 "
-              "x out channels x in channels x kernel^2), and of their kernels' products (Winograd F(m x m) where "
-              "winograd_tile picks it, (m + 2)^2 per m x m tile; a strided 3x3 is the direct tile kernel's):",
-              gap=2.4)
-    convs = [(written.blocks[i].convs[k], moved.blocks[i].convs[k]) for i in found for k in (1, 2)]
+def rewritten(written, moved, found: list[int]) -> list[tuple[Conv, Conv]]:
+    """The convs strides_moved changes, (as written, as moved): conv2 and conv3 of each block found by moves."""
+    return [(written.blocks[i].convs[k], moved.blocks[i].convs[k]) for i in found for k in (1, 2)]
+
+
+def table(sheet: Sheet, stage, written, moved, convs, column: str, cost, total, network: str):
+    """The rewritten convs' shapes and multiply-adds (Conv.macs) before and after, as bars, and a last column, its
+    heading `column`, of what each costs its kernel, cost(conv) before -> after; below, the network's (`network`):
+    its multiply-adds (ResNet50.macs) and total(arch), in millions, before and after. Stages 16 and 17 count the
+    same rewrite in their kernels' own units."""
     largest = max(a.macs for a, _ in convs)
     widths = {"conv": 9.0, "as written": 16.0, "moved": 16.0, "bar": 19.0, "millions": 19.0}
-    lefts = {name: MARGIN + sum(list(widths.values())[:k]) for k, name in enumerate([*widths, "products"])}
+    lefts = {name: MARGIN + sum(list(widths.values())[:k]) for k, name in enumerate([*widths, "cost"])}
     h = 1.9
     top = sheet.y
     for name, text in (("conv", "conv"), ("as written", f"stage {record(stage).predecessor}, as written"),
                        ("moved", f"stage {record(stage).number}, moved"), ("bar", "multiply-adds (Conv.macs)"),
-                       ("millions", "millions"), ("products", "its kernel's products, millions")):
+                       ("millions", "millions"), ("cost", column)):
         sheet.text(lefts[name], top, text, size=SMALL - 0.5, va="bottom", color="0.25")
     y = top - 0.4
 
     def shape(c: Conv) -> str:
         return f"{c.kernel}x{c.kernel} stride {c.stride}, {c.in_size} -> {c.out_size}"
-
-    def computed_by(c: Conv) -> str:
-        m = module.winograd_tile(c)
-        return f"{f'F({m}x{m})' if m else 'direct'} {products(module, c) / MILLION:.1f}"
 
     for a, b in convs:
         sheet.text(lefts["conv"], y - h / 2, short(a.name), size=SMALL - 0.5)
@@ -212,20 +209,36 @@ def savings(sheet: Sheet, stage, written, moved, found: list[int]):
         sheet.box(lefts["bar"], y - 0.2, (widths["bar"] - 1) * b.macs / largest, h - 0.4, face=ACC_COLOUR)
         sheet.text(lefts["millions"], y - h / 2, f"{a.macs / MILLION:.1f} -> {b.macs / MILLION:.1f}",
                    size=SMALL - 1)
-        sheet.text(lefts["products"], y - h / 2, f"{computed_by(a)} -> {computed_by(b)}", size=SMALL - 1)
+        sheet.text(lefts["cost"], y - h / 2, f"{cost(a)} -> {cost(b)}", size=SMALL - 1)
         y -= h
     sheet.ax.plot([MARGIN, SPAN - MARGIN], [y - 0.2] * 2, color=EDGE, linewidth=0.6)
     y -= 0.6
+    sheet.text(MARGIN, y - h / 2, network, size=SMALL - 0.5)
+    for name, before, after in (("millions", written.macs, moved.macs), ("cost", total(written), total(moved))):
+        sheet.text(lefts[name], y - h / 2, f"{before / MILLION:,.0f} -> {after / MILLION:,.0f}  "
+                   f"(-{(before - after) / MILLION:,.0f}, {(before - after) / before:.1%})", size=SMALL - 1)
+    sheet.y = y - h - 1.6
+
+
+def savings(sheet: Sheet, stage, written, moved, found: list[int]):
+    """Per rewritten block, conv2's and conv3's shapes and multiply-adds before and after, as bars; the network's
+    totals, counted by common/architecture.py and as the kernels' products."""
+    module = stage_module(stage)
+    paragraph(sheet, "What it saves: the multiply-adds of the rewritten blocks' conv2 and conv3 (Conv.macs: out^2 "
+              "x out channels x in channels x kernel^2), and of their kernels' products (Winograd F(m x m) where "
+              "winograd_tile picks it, (m + 2)^2 per m x m tile; a strided 3x3 is the direct tile kernel's):",
+              gap=2.4)
+    convs = rewritten(written, moved, found)
+
+    def computed_by(c: Conv) -> str:
+        m = module.winograd_tile(c)
+        return f"{f'F({m}x{m})' if m else 'direct'} {products(module, c) / MILLION:.1f}"
 
     def total(arch) -> int:
         return sum(products(module, c) for c in arch.convs) + arch.fc.macs
 
-    sheet.text(MARGIN, y - h / 2, f"the network, {COURSE_VARIANT} (ResNet50.macs; products: every conv's "
-               "kernel's, and fc's)", size=SMALL - 0.5)
-    for name, before, after in (("millions", written.macs, moved.macs), ("products", total(written), total(moved))):
-        sheet.text(lefts[name], y - h / 2, f"{before / MILLION:,.0f} -> {after / MILLION:,.0f}  "
-                   f"(-{(before - after) / MILLION:,.0f}, {(before - after) / before:.1%})", size=SMALL - 1)
-    sheet.y = y - h - 1.6
+    table(sheet, stage, written, moved, convs, "its kernel's products, millions", computed_by, total,
+          f"the network, {COURSE_VARIANT} (ResNet50.macs; products: every conv's kernel's, and fc's)")
     nexts = [moved.blocks[i + 1] for i in found]
     same = ", ".join(f"{b.name}'s {b.conv1.macs / MILLION:.1f} + {b.downsample.macs / MILLION:.1f}" for b in nexts)
     even = [(a, b) for a, b in convs if products(module, a) == products(module, b)]
