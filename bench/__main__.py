@@ -17,6 +17,8 @@ machine; so is the fastest stage of each reduced precision with the peers of its
 --blocks and --passes are its rounds and timed passes per block; --no-interleaved leaves it out. Where a
 reduced-precision stage is chosen, bench/accuracy.py then measures what its precision costs, and that of the peers
 of its precision, against the fastest float32 stage on common.photos' evaluation inputs (accuracy.json, .md).
+bench/kernels.py then times each stage's 1x1 conv kernels alone and charts them against the peaks (kernels.json,
+kernels.png).
 
 --busy runs that comparison only, with one core kept busy by another process and the stage at 1 thread as one
 more row (bench/interleaved.py, bench/busy.py): is the stage still faster with all its threads than with one?
@@ -123,6 +125,18 @@ def accuracy_run(out: Path, stages: str, extra: list[str]) -> bool:
     return subprocess.run(command).returncode == 0
 
 
+def kernels_run(out: Path, stages: str, extra: list[str]) -> bool:
+    """bench.kernels for the stages chosen: each one's 1x1 conv kernels alone, against the peaks (kernels.json and
+    kernels.png in out); False if it failed."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--threads")
+    options, _ = shared.parse_known_args(extra)
+    command = [sys.executable, "-m", "bench.kernels", "--stages", stages, "--out", str(out)]
+    command += ["--threads", options.threads] if options.threads else []
+    print("\neach stage's 1x1 conv kernels alone, against the peaks", file=sys.stderr)
+    return subprocess.run(command).returncode == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default: %(default)s)")
@@ -160,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(code)
     compared = args.no_interleaved or interleaved_run(out, args.stages, args.blocks, args.passes, extra)
     measured = accuracy_run(out, args.stages, extra)
+    plotted = kernels_run(out, args.stages, extra)
     avx2 = avx2_run(out, avx2_stages, extra) if avx2_stages else None
     # A failed row (say, a stage whose top-1 disagrees) is left out; the others are still reported.
     reported = report_main([str(out / RAW_JSON), "--out", str(out), *(["--avx2", str(avx2)] if avx2 else [])])
-    return int(code) or reported or int(bool(avx2_stages) and avx2 is None) or int(not compared) or int(not measured)
+    return (int(code) or reported or int(bool(avx2_stages) and avx2 is None) or int(not compared) or int(not measured)
+            or int(not plotted))
 
 
 if __name__ == "__main__":

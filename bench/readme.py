@@ -21,6 +21,9 @@ ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, 
 - `<!-- bench:timeover ROW/OTHER -->`: ROW's median over OTHER's, i.e. ROW's time in OTHER's (`0.54×`);
 - `<!-- bench:peak ROW -->`: ROW's share of the measured FMA peak (`84%`); the Winograd stages are credited
   with the direct convolution's multiply-adds, as in the table;
+- `<!-- bench:interleaved STAGE/PEER -->`: from the run's interleaved comparisons (bench/interleaved.py, the
+  fairer one: the rows take turns, so the machine's drift falls on both), the median of STAGE's block time over
+  PEER's (`0.93`);
 - `<!-- bench:ms ROW -->`: ROW's median latency with its unit (`17.65 ms`);
 - `<!-- bench:value ROW/FIELD -->`: any figure of the row in latest.json that the table has a column for,
   formatted as there (`stage11_winograd4/avx2_median_ms` -> `37.72`, `.../avx2_peak_share` -> `80%`);
@@ -32,6 +35,9 @@ ROW is a row of the run: a stage folder's name or a peer (pytorch, onnxruntime, 
   `python -m course.ladder` (bench/results/ladder.json, beside latest.json), the share of STAGE's pass that
   went to a class of op (stem, 1x1, 3x3, pool, fc, other, outside: course/ladder.py's CLASSES), or its ms;
   `<!-- bench:ladderms STAGE -->`: that pass's wall time;
+- `<!-- bench:kernel STAGE -->`: from `python -m bench.kernels` (bench/results/kernels.json, which `make bench`
+  writes), the median over the layer shapes of STAGE's 1x1 conv kernel alone, as a share of the peak of the
+  instruction its record names (`96%`);
 - `<!-- bench:accuracy ROW/FIELD -->`: a figure of a reduced-precision row in bench/results/accuracy.json
   (bench/accuracy.py: top1_agreement, top5_overlap_mean, top5_overlap_min, top1_prob_change_max,
   logits_rel_error_median, logits_rel_error_max, inputs), formatted as in its table.
@@ -44,11 +50,12 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.paths import ACCURACY_JSON, ACCURACY_MD, LADDER_JSON, LATEST_JSON, LATEST_MD, RESULTS_DIR
+from bench.paths import ACCURACY_JSON, ACCURACY_MD, KERNELS_JSON, LADDER_JSON, LATEST_JSON, LATEST_MD, RESULTS_DIR
 from bench.report import AVX2_COLUMNS, COLUMNS, fmt
 from common.errors import UserError
 from common.paths import REPO
@@ -79,13 +86,15 @@ FORMATS = {key: kind for key, _, kind in COLUMNS + AVX2_COLUMNS}  # latest.json'
 
 
 class Sources(NamedTuple):
-    """What the markers are filled from: a bench run's latest.json and latest.md, the ladder's traced run and the
-    accuracy run (None where ladder.json or accuracy.json is missing: then a marker of theirs is an error)."""
+    """What the markers are filled from: a bench run's latest.json and latest.md, the ladder's traced run, the
+    accuracy run and the kernels timed alone (None where ladder.json, accuracy.json or kernels.json is missing:
+    then a marker of theirs is an error)."""
 
     summary: dict
     table: str
     ladder: dict | None
     accuracy: tuple[dict, str] | None = None  # accuracy.json's figures, accuracy.md's table
+    kernels: dict | None = None  # kernels.json
 
 
 def machine_text(summary: dict) -> str:
@@ -206,6 +215,30 @@ def accuracy_figure(accuracy: tuple[dict, str] | None, arg: str | None) -> str:
     return ACCURACY_FORMATS[field].format(figures[field])
 
 
+def interleaved_figure(summary: dict, arg: str | None) -> str:
+    """The median block ratio of a stage against a peer in the run's interleaved comparisons."""
+    stage, _, peer = (arg or "").partition("/")
+    results = [summary["interleaved"], *summary["interleaved_reduced"]]
+    for result in results:
+        if result and result["first"] == stage and peer in result["ratios"]:
+            return f"{result['ratios'][peer]['median']:.2f}"
+    compared = ", ".join(f"{r['first']}/{p}" for r in results if r for p in r["ratios"])
+    raise UserError(f"bench:interleaved {arg}: the bench run of {summary['datetime']} compared no such pair; "
+                    f"it compared {compared or 'none'}")
+
+
+def kernel_figure(kernels: dict | None, stage: str | None) -> str:
+    """The median over the layer shapes of a stage's 1x1 conv kernel alone, as a share of its instruction's peak."""
+    if kernels is None or stage not in kernels["gflops"]:
+        raise UserError(f"bench:kernel {stage}: bench/results/{KERNELS_JSON} has no stage {stage!r}; "
+                        f"run `python -m bench.kernels`")
+    peak = kernels["peaks_gflops"].get(kernels["peak_of"][stage])
+    if peak is None:
+        raise UserError(f"bench:kernel {stage}: the run of {KERNELS_JSON} measured no {kernels['peak_of'][stage]} "
+                        f"peak (its CPU lacks that instruction)")
+    return fmt(statistics.median(kernels["gflops"][stage].values()) / peak, "percent")
+
+
 def figure(sources: Sources, kind: str, arg: str | None) -> str:
     """The figure an inline marker owns."""
     summary = sources.summary
@@ -213,6 +246,10 @@ def figure(sources: Sources, kind: str, arg: str | None) -> str:
         return accuracy_figure(sources.accuracy, arg)
     if kind in ("ladder", "ladderms"):
         return ladder_figure(sources.ladder, kind, arg)
+    if kind == "kernel":
+        return kernel_figure(sources.kernels, arg)
+    if kind == "interleaved":
+        return interleaved_figure(summary, arg)
     if kind == "speedup":
         fast, slow = pair(summary, kind, arg)
         return fmt(slow["median_ms"] / fast["median_ms"], "x")
@@ -280,12 +317,14 @@ def readmes() -> list[Path]:
 
 
 def load(latest: Path) -> Sources:
-    """A run's latest.json and latest.md, and the ladder.json and accuracy.json beside them if they are there."""
-    ladder, accuracy = latest.parent / LADDER_JSON, latest.parent / ACCURACY_JSON
+    """A run's latest.json and latest.md, and the ladder.json, accuracy.json and kernels.json beside them if they
+    are there."""
+    ladder, accuracy, kernels = (latest.parent / name for name in (LADDER_JSON, ACCURACY_JSON, KERNELS_JSON))
     return Sources(json.loads(latest.read_text()), (latest.parent / LATEST_MD).read_text(),
                    json.loads(ladder.read_text()) if ladder.is_file() else None,
                    (json.loads(accuracy.read_text()), (latest.parent / ACCURACY_MD).read_text())
-                   if accuracy.is_file() else None)
+                   if accuracy.is_file() else None,
+                   json.loads(kernels.read_text()) if kernels.is_file() else None)
 
 
 def filled(path: Path, sources: Sources) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.paths import LATEST_JSON, LATEST_MD, LATEST_PNG
+from bench.kernels import one_by_one
+from bench.paths import KERNELS_JSON, KERNELS_PNG, LATEST_JSON, LATEST_MD, LATEST_PNG
 from bench.peers import PEERS
 from bench.report import COLUMNS, END_TO_END_COLUMNS, build_end_to_end, build_rows, markdown_table
 from bench.rows import build, precision, same_precision
@@ -19,7 +20,7 @@ from common.cli import DECODERS
 from common.errors import UserError
 from common.image import LOADERS
 from common.paths import PICS_DIR, REPO, WEIGHTS_DIR
-from common.stages import FASTEST
+from common.stages import FASTEST, stage_module
 from common.trace import attribute, layers
 from common.weights import load_manifest
 from stages import FLOAT32, PRECISION_PEAK
@@ -91,6 +92,19 @@ def test_bench_writes_every_row_and_field(bench_run):
     r = interleaved["ratios"][PEER]
     assert r["min"] <= r["q1"] <= r["median"] <= r["q3"] <= r["max"]
     assert r["median"] == pytest.approx(float(np.median(ratios))) and r["min"] == pytest.approx(min(ratios))
+
+
+@pytest.mark.slow
+def test_bench_times_each_1x1_conv_kernel_alone(bench_run):
+    """kernels.json: the stage's kernel of every 1x1 layer shape, at a speed below the peak of its instruction; and
+    its chart."""
+    out, _ = bench_run
+    kernels = json.loads((out / KERNELS_JSON).read_text())
+    network = stage_module(FASTEST).PARTS.architecture(load_manifest()["variant"])  # as the stage computes it
+    assert list(kernels["gflops"]) == [FASTEST] and list(kernels["gflops"][FASTEST]) == list(one_by_one(network))
+    peak = kernels["peaks_gflops"][kernels["peak_of"][FASTEST]]
+    assert all(0 < gflops < peak for gflops in kernels["gflops"][FASTEST].values())
+    assert (out / KERNELS_PNG).stat().st_size > 0
 
 
 @pytest.mark.slow
