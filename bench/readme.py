@@ -114,7 +114,10 @@ def machine_text(summary: dict) -> str:
 
 
 def ratio_text(ours: float, theirs: float) -> str:
-    return f"{fmt(theirs / ours, 'x')} faster" if ours <= theirs else f"{fmt(ours / theirs, 'x')} slower"
+    faster, slower = fmt(theirs / ours, "x"), fmt(ours / theirs, "x")
+    if faster == slower:  # 1.00× either way
+        return "level with it"
+    return f"{faster} faster" if ours <= theirs else f"{slower} slower"
 
 
 def measured_text(summary: dict, stage: str) -> str:
@@ -141,8 +144,9 @@ def measured_text(summary: dict, stage: str) -> str:
                  f"{r['first_answer_warm_s']:.2f} s with it filled")
     if r.get("avx2_median_ms") is not None:
         text += (f". Compiled for an AVX2 CPU (`make bench ARGS=--avx2`): {fmt(r['avx2_median_ms'], 'ms')} ms, "
-                 f"{fmt(r['avx2_vs_native'], 'x')} the native build's time, "
-                 f"{fmt(r['avx2_peak_share'], 'percent')} of the AVX2 build's own FMA peak")
+                 f"{fmt(r['avx2_vs_native'], 'x')} the native build's time")
+        if r.get("avx2_peak_share") is not None:  # none for a reduced precision: AVX2 lacks its instruction
+            text += f", {fmt(r['avx2_peak_share'], 'percent')} of the AVX2 build's own FMA peak"
     return text + ".\n"
 
 
