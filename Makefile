@@ -46,7 +46,7 @@ help:
 	@echo "make [stageN] explain [IMG=path]   class activation maps, conv1's filters and feature maps of a photo"
 	@echo "                             (default pics/cat.png) into out/explain/, computed by the fastest stage that"
 	@echo "                             computes every layer's output ($(shell $(PYTHON) -m common.stages explained)), or N"
-	@echo "make stageN profile          per-layer time table of stage N (ARGS=--vs openvino: beside OpenVINO's nodes)"
+	@echo "make stageN profile          per-layer time table of stage N (ARGS=--vs openvino or openvino-bf16: beside OpenVINO's nodes)"
 	@echo "make stage2 asm              the vector FMA instructions in stage 2's conv kernel"
 	@echo "make stageN tune             stage 12 on: time the register tiles on this CPU again, keep the fastest"
 	@echo "make calibrate               measure the int8 stages' activation ranges again (common/calibration.py)"

@@ -1,10 +1,11 @@
 """`make stageN profile ARGS=--vs openvino`: the same forward pass in OpenVINO, node by node, beside ours.
 
-What it measures. OpenVINO runs as bench.peers sets it up (the ONNX export of the same weights, float32, the
-same thread count, the latency hint) on the same image, with its profiling on (PERF_COUNT). After each
-inference `get_profiling_info()` gives every node of OpenVINO's compiled graph its wall time (real_time)
-and the kernel that ran it (exec_type: e.g. brgconv_avx512_1x1_f32 is oneDNN's "batch-reduce GEMM"
-convolution for a 1x1 kernel in AVX-512, float32; jit_avx512_f32 is code generated at run time for AVX-512).
+What it measures. OpenVINO runs as bench.peers sets it up (the ONNX export of the same weights, float32, or
+bfloat16 for `--vs openvino-bf16`, the same thread count, the latency hint) on the same image, with its
+profiling on (PERF_COUNT). After each inference `get_profiling_info()` gives every node of OpenVINO's compiled
+graph its wall time (real_time) and the kernel that ran it (exec_type: e.g. brgconv_avx512_1x1_f32 is oneDNN's
+"batch-reduce GEMM" convolution for a 1x1 kernel in AVX-512, float32; jit_avx512_f32 is code generated at run
+time for AVX-512).
 Each node's time is the mean over as many inferences as our profile ran, after one untimed inference.
 
 How nodes are mapped to our layers. OpenVINO fuses several ONNX nodes into one (a conv with its bias, relu and
@@ -35,12 +36,23 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.peers import OPENVINO_CONFIG, onnx_model, to_nchw_batch
+from bench.peers import (
+    BF16,
+    FLOAT32,
+    OPENVINO_BF16_CONFIG,
+    OPENVINO_CONFIG,
+    OPENVINO_CONV_PRECISIONS,
+    check_precision,
+    onnx_model,
+    to_nchw_batch,
+)
 from common.timing import MS_PER_S, timed
 from common.trace import AVGPOOL, Layer
 
-LIBRARY = "openvino"  # the one library `--vs` compares with
-CONFIG = {**OPENVINO_CONFIG, "PERF_COUNT": "YES"}  # the peer's settings, with its profiling counters on
+# What `--vs` compares with: the peer's settings, with its profiling counters on, and the precision it computes in
+PROFILING = {"PERF_COUNT": "YES"}
+LIBRARIES = {"openvino": ({**OPENVINO_CONFIG, **PROFILING}, FLOAT32),
+             "openvino-bf16": ({**OPENVINO_BF16_CONFIG, **PROFILING}, BF16)}
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")  # their second input is the weight, named after the layer
 WEIGHT_SUFFIX = ".weight"
 POOL_OPS = {"MaxPool": "maxpool", "ReduceMean": AVGPOOL, "GlobalAveragePool": AVGPOOL}
@@ -115,12 +127,17 @@ def layers_of(originals: list[str], mapping: dict[str, tuple[str, bool]], positi
     return tuple(sorted(set(own), key=position.__getitem__))
 
 
-def profile(weights_dir: Path, image: np.ndarray, threads: int, runs: int, expected: list[Layer]) -> dict:
-    """OpenVINO's executed nodes with their mean times over `runs` inferences, and its mean wall time."""
+def profile(weights_dir: Path, image: np.ndarray, threads: int, runs: int, expected: list[Layer],
+            library: str) -> dict:
+    """OpenVINO's executed nodes with their mean times over `runs` inferences, and its mean wall time; library
+    is one of LIBRARIES."""
     import openvino
 
     path = onnx_model(weights_dir)
-    compiled = openvino.Core().compile_model(path, "CPU", {**CONFIG, "INFERENCE_NUM_THREADS": threads})
+    config, precision = LIBRARIES[library]
+    compiled = openvino.Core().compile_model(path, "CPU", {**config, "INFERENCE_NUM_THREADS": threads})
+    if precision in OPENVINO_CONV_PRECISIONS:  # a CPU without bfloat16 instructions would run float32 silently
+        check_precision(compiled, precision)
     request = compiled.create_infer_request()
     batch = to_nchw_batch(image)
     request.infer({0: batch})  # warm-up, as ours
@@ -129,7 +146,7 @@ def profile(weights_dir: Path, image: np.ndarray, threads: int, runs: int, expec
     kernels: dict[str, str] = {}
     walls = []
     for run in range(runs):
-        print(f"\r{LIBRARY}: profiled inference {run + 1}/{runs}", end="", file=sys.stderr, flush=True)
+        print(f"\r{library}: profiled inference {run + 1}/{runs}", end="", file=sys.stderr, flush=True)
         _, wall = timed(request.infer, {0: batch})
         walls.append(wall)
         for info in request.get_profiling_info():
@@ -148,7 +165,8 @@ def profile(weights_dir: Path, image: np.ndarray, threads: int, runs: int, expec
         nodes.append(Node(name, kernels[name], layers_of(originals, mapping, position), shape,
                           statistics.fmean(seconds)))
     version = openvino.__version__.split("-")[0]  # "2026.4.1-22982-e213a14..." -> the release
-    return {"nodes": nodes, "forward_s": statistics.fmean(walls), "runs": runs, "version": version}
+    return {"nodes": nodes, "forward_s": statistics.fmean(walls), "runs": runs, "version": version,
+            "precision": precision}
 
 
 def compare(ours: dict[tuple, float], nodes: list[Node], expected: list[Layer]) -> tuple[list[Row], list[Node]]:
@@ -195,8 +213,8 @@ def table(result: dict, theirs: dict) -> str:
     header = (f"{'layer':<24} {'MMACs':>8} {'ours ms':>9} {'OpenVINO ms':>12} {'ours/OV':>8}  "
               f"OpenVINO kernel (exec type)")
     rule = "-" * len(header)
-    lines = [f"beside OpenVINO {theirs['version']} (f32, profiling on), mean of {theirs['runs']} inference(s); "
-             f"ours/OV above 1: OpenVINO is faster", header, rule]
+    lines = [f"beside OpenVINO {theirs['version']} ({theirs['precision']}, profiling on), mean of {theirs['runs']} "
+             f"inference(s); ours/OV above 1: OpenVINO is faster", header, rule]
 
     def line(name: str, macs: int, ours_s: float | None, theirs_s: float | None, kernel: str) -> None:
         mmacs = f"{macs / MEGA:8.1f}" if macs else f"{'-':>8}"

@@ -242,6 +242,16 @@ OPENVINO_CONV_PRECISIONS = {BF16: {"bf16"}, INT8: {"u8", "i8"}}
 OPENVINO_CONV = "Convolution"
 
 
+def check_precision(compiled, precision: str) -> None:
+    """OpenVINO compiled for bf16 or int8 must compute in it: it picks each node's precision from what the CPU can
+    do, and says what it picked in its runtime model."""
+    picked = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+              if op.get_rt_info()["layerType"].astype(str) == OPENVINO_CONV}
+    if not picked <= OPENVINO_CONV_PRECISIONS[precision]:
+        raise UserError(f"OpenVINO runs the convolutions in {', '.join(sorted(picked))} on this CPU, not in "
+                        f"{precision}: it has no {precision} instructions for them; leave this peer out")
+
+
 class OpenVinoPeer:
     precision = FLOAT32
     model_file = staticmethod(onnx_model)
@@ -257,7 +267,7 @@ class OpenVinoPeer:
         self.request = compiled.create_infer_request()
         self.timings = {"compile": time.perf_counter() - start}
         if self.precision in OPENVINO_CONV_PRECISIONS:
-            self.check_precision(compiled)
+            check_precision(compiled, self.precision)
         # Its convolutions' kernels by name: "brgconv_avx512_amx_bf16" where it computes on AMX, whose peak the
         # row's share of the peak is then of (bench/report.py).
         kernels = {op.get_rt_info()["primitiveType"].astype(str) for op in compiled.get_runtime_model().get_ops()
@@ -265,15 +275,6 @@ class OpenVinoPeer:
         self.peak = PRECISION_PEAK[self.precision]
         if any("_amx" in kernel for kernel in kernels):
             self.peak = AMX_PEAK[self.precision]
-
-    def check_precision(self, compiled) -> None:
-        """A row named bf16 or int8 must compute in it: OpenVINO picks each node's precision from what the CPU
-        can do, and says what it picked in its runtime model."""
-        picked = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
-                  if op.get_rt_info()["layerType"].astype(str) == OPENVINO_CONV}
-        if not picked <= OPENVINO_CONV_PRECISIONS[self.precision]:
-            raise UserError(f"OpenVINO runs the convolutions in {', '.join(sorted(picked))} on this CPU, not in "
-                            f"{self.precision}: it has no {self.precision} instructions for them; leave this peer out")
 
     def forward(self, image_hwc: np.ndarray) -> np.ndarray:
         return self.request.infer({0: to_nchw_batch(image_hwc)})[0][0]

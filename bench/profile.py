@@ -1,13 +1,14 @@
 """`make stageN profile`: where one stage's forward pass spends its time, layer by layer.
 
-    python -m bench.profile STAGE [--image PATH] [--threads N] [--runs N] [--vs openvino]
+    python -m bench.profile STAGE [--image PATH] [--threads N] [--runs N] [--vs openvino|openvino-bf16]
 
 Every call from Python into a numba kernel during a profiled forward pass is timed and given to the layer
 it computes, in forward order, by common.trace (the same tracing that explain/ uses to capture activations;
 its docstring says how calls are placed). A kernel it cannot place stops the profile with an error instead
 of a guess. Time outside the kernels (Python, and for stages 1-2 weight loading) is its own row. Nothing in
 the stage folders is changed. `--vs openvino` then sets OpenVINO's own per-node times beside ours, layer by
-layer, with the kernel it ran for each (bench/openvino_profile.py).
+layer, with the kernel it ran for each (bench/openvino_profile.py); `--vs openvino-bf16` does the same with
+OpenVINO in bfloat16, beside a bfloat16 stage.
 """
 
 import argparse
@@ -94,18 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=positive_int,
                         help="profiled forward passes (default: as many as fit in a few seconds)")
     parser.add_argument("--vs", metavar="LIBRARY", help=f"also profile LIBRARY's own nodes beside ours, "
-                        f"on as many threads (only: {openvino_profile.LIBRARY})")
+                        f"on as many threads (one of: {', '.join(openvino_profile.LIBRARIES)})")
     args = parser.parse_args(argv)
     try:
-        if args.vs not in (None, openvino_profile.LIBRARY):
-            raise UserError(f"--vs {args.vs}: only {openvino_profile.LIBRARY} can be profiled beside ours")
+        if args.vs not in (None, *openvino_profile.LIBRARIES):
+            raise UserError(f"--vs {args.vs}: only {' or '.join(openvino_profile.LIBRARIES)} can be profiled "
+                            f"beside ours")
         stage = check_stage(args.stage)
         set_threads(args.threads)
         manifest = load_manifest(WEIGHTS_DIR)
         image = load_image(args.image, manifest["preprocessing"])
         result = profile(stage, image, args.runs)
-        theirs = (openvino_profile.profile(WEIGHTS_DIR, image, args.threads, result["runs"], result["layers"])
-                  if args.vs else None)
+        theirs = (openvino_profile.profile(WEIGHTS_DIR, image, args.threads, result["runs"], result["layers"],
+                                           args.vs) if args.vs else None)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -28,7 +28,7 @@ NO_NODE = "our layers no OpenVINO node computes: "
 def both(manifest):
     image = load_image(DEFAULT_IMAGE, manifest["preprocessing"])
     ours = profile(STAGE, image, RUNS)
-    return ours, openvino_profile.profile(WEIGHTS_DIR, image, os.cpu_count(), RUNS, ours["layers"])
+    return ours, openvino_profile.profile(WEIGHTS_DIR, image, os.cpu_count(), RUNS, ours["layers"], "openvino")
 
 
 def test_every_layer_gets_an_openvino_time_or_is_listed(both):
@@ -81,7 +81,7 @@ def test_rows_merge_where_one_side_fuses_and_strangers_stay_apart():
     assert unmapped == nodes[2:]
     assert all(row.theirs_s is None for row in rows[:-1])
     text = table({"layers": expected, "seconds": ours, "forward_s": sum(ours.values())},
-                 {"nodes": nodes, "runs": RUNS, "version": "test", "forward_s": 1.0})
+                 {"nodes": nodes, "runs": RUNS, "version": "test", "forward_s": 1.0, "precision": "float32"})
     assert f"{NO_NODE}{', '.join(layer.name for layer in expected[:-2])}" in text
     assert "reorder_f32: image_reorder" in text
 
@@ -90,6 +90,6 @@ def test_other_libraries_are_refused_in_one_line():
     result = subprocess.run([sys.executable, "-m", "bench.profile", STAGE, "--vs", "tensorflow"], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 1
-    expected = f"error: --vs tensorflow: only {openvino_profile.LIBRARY} can be profiled beside ours"
+    expected = f"error: --vs tensorflow: only {' or '.join(openvino_profile.LIBRARIES)} can be profiled beside ours"
     assert result.stderr.strip() == expected
     assert result.stdout == ""
