@@ -96,15 +96,16 @@ def test_bench_writes_every_row_and_field(bench_run):
 
 @pytest.mark.slow
 def test_bench_times_each_1x1_conv_kernel_alone(bench_run):
-    """kernels.json: the stage's kernel of every 1x1 layer shape, at a speed below the peak of its instruction; and
-    its chart."""
+    """kernels.json: the stage's kernel of every 1x1 layer shape, timed, and the peak of its instruction to draw it
+    against; and its chart. (Not how fast: on a shared machine, or beside the other test worker, a kernel timed in
+    a quiet moment can pass a peak measured in a busy one.)"""
     out, _ = bench_run
     kernels = json.loads((out / KERNELS_JSON).read_text())
     network = stage_module(FASTEST).PARTS.architecture(load_manifest()["variant"])  # as the stage computes it
     assert list(kernels["gflops"]) == [FASTEST] and list(kernels["gflops"][FASTEST]) == list(one_by_one(network))
-    peak = kernels["peaks_gflops"][kernels["peak_of"][FASTEST]]
-    assert all(0 < gflops < peak for gflops in kernels["gflops"][FASTEST].values())
-    assert (out / KERNELS_PNG).stat().st_size > 0
+    assert all(gflops > 0 for gflops in kernels["gflops"][FASTEST].values())
+    assert kernels["peaks_gflops"][kernels["peak_of"][FASTEST]] > 0
+    assert (out / KERNELS_PNG).read_bytes().startswith(PNG_MAGIC)
 
 
 @pytest.mark.slow
