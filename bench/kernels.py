@@ -38,7 +38,7 @@ from common.cli import positive_int, set_threads
 from common.errors import run_reporting_errors
 from common.paths import WEIGHTS_DIR
 from common.stages import record, stage_module, stage_number
-from common.tiles import shape_name
+from common.tiles import first_of_each_shape
 from common.weights import load_manifest
 
 FIRST_STAGE = 2  # stage 1's plain Python-speed loops take seconds a layer
@@ -53,11 +53,7 @@ DPI = 110
 
 def one_by_one(arch) -> dict[str, Conv]:
     """The first 1x1 conv of each distinct shape, in forward order, by shape name."""
-    found = {}
-    for conv in arch.convs:
-        if conv.kernel == POINTWISE:
-            found.setdefault(shape_name(conv), conv)
-    return found
+    return first_of_each_shape(conv for conv in arch.convs if conv.kernel == POINTWISE)
 
 
 def median_call_s(call) -> float:

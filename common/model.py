@@ -28,7 +28,7 @@ from common.intrinsics import VECTOR_BITS
 from common.paths import WEIGHTS_DIR
 from common.planner import Plan, compiled, write
 from common.prepared import prepared_pool
-from common.tiles import label, shape_name
+from common.tiles import first_of_each_shape, label, shape_name
 from common.timing import timed
 from common.tuning import prepared_for, tuned
 from common.weights import load_manifest
@@ -88,10 +88,8 @@ def tune(parts: Parts, arch: ResNet50, variant: str, measured: dict):
     planned with each round's candidates on stand-in weights, every round's kernels compiled together, and their
     calls timed (common/tuning.py)."""
     generator, tuning = parts.generator, parts.tuning
-    first = {}  # the first conv of each layer shape
-    for conv in arch.convs:
-        first.setdefault(shape_name(conv), conv)
-    options = {shape: [list(c) for c in tuning.candidates(conv)] for shape, conv in first.items()}
+    options = {shape: [list(c) for c in tuning.candidates(conv)]
+               for shape, conv in first_of_each_shape(arch.convs).items()}
     stand_ins, kernels, tiled = {}, {}, {}  # shared by the rounds
     rounds = []
 

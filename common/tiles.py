@@ -110,5 +110,13 @@ def shape_name(conv: Conv) -> str:
     return f"{conv.in_size}x{conv.in_channels}_{conv.out_size}x{conv.out_channels}_k{conv.kernel}s{conv.stride}"
 
 
+def first_of_each_shape(convs) -> dict[str, Conv]:
+    """The first conv of each layer shape, by shape_name, in network order: the convs a tile is chosen for."""
+    first = {}
+    for conv in convs:
+        first.setdefault(shape_name(conv), conv)
+    return first
+
+
 def label(choice: Choice) -> str:
     return f"{choice.rows}x{choice.block}"

@@ -258,6 +258,37 @@ def byte_strip(sheet: Sheet, x, y, items, cell: float, h: float):
     return lefts
 
 
+LANE_LABEL_WIDTH = 27.0  # left of a dot product's lanes: what is broadcast to them
+
+
+def lane_columns(sheet: Sheet, lanes: int) -> tuple[float, float, float]:
+    """Stages 13-14's one dot product instruction: a column per output lane, headed "co j", from the left edge x0
+    to the margin; (x0, each column's width, the top they start at)."""
+    x0 = MARGIN + LANE_LABEL_WIDTH
+    w = (SPAN - MARGIN - x0) / lanes
+    top = sheet.y
+    for j in range(lanes):
+        sheet.text(x0 + (j + 0.5) * w, top + 0.2, f"co {j}", size=SMALL - 1, ha="center", va="bottom")
+    sheet.text(x0 - 1, top + 0.2, "lane j: output channel j", size=SMALL - 1, ha="right", va="bottom")
+    return x0, w, top
+
+
+def step_chain(sheet: Sheet, steps):
+    """A row of boxes joined by arrows, each (label, value under it, face): an output loop's steps for one value."""
+    gap, h = 2.6, 4.0
+    w = (SPAN - 2 * MARGIN - gap * (len(steps) - 1)) / len(steps)
+    top = sheet.y
+    for i, (label, value, face) in enumerate(steps):
+        x = MARGIN + i * (w + gap)
+        sheet.box(x, top, w, h, face=face)
+        sheet.text(x + w / 2, top - h / 2, label, size=SMALL - 0.5, ha="center", linespacing=1.2)
+        sheet.text(x + w / 2, top - h - 0.6, value, size=SMALL - 0.5, ha="center", va="top", linespacing=1.2,
+                   color="0.15")
+        if i:
+            sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
+    sheet.y = top - h - 4.4
+
+
 def index_steps(sheet: Sheet, x, y, steps):
     """Each index of a layout with its step in bytes, outermost first, as a row of boxes from (x, y)."""
     w, h = 9.5, 3.2

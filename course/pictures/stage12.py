@@ -10,6 +10,7 @@ from common.architecture import resnet50
 from common.intrinsics import FLOAT32_BITS
 from common.stages import stage_module
 from common.target import AVX2_TARGET, vector_registers
+from common.tiles import first_of_each_shape
 from common.tuning import PASSES, TIMING_SECONDS, TUNING_SECONDS, choice_path
 from course.pictures.shared import (
     ACC_COLOUR,
@@ -144,9 +145,7 @@ def tuning_flow(sheet: Sheet, stage, rounds: list[tuple[str, int]]):
 
 def shape_candidates(sheet: Sheet, module, arch, tiles: dict):
     """The conv shapes in network order, each with what its tile's rows run over and its candidates' rows."""
-    first = {}
-    for conv in arch.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(arch.convs)
     picks = {}
     for shape, conv in first.items():
         rows = {name: [c.rows for c in module.candidates(conv, t)] for name, t in tiles.items()}
@@ -191,9 +190,7 @@ def stage12(stage, sheet: Sheet):
     native = dict(TUNED_TARGETS)["AVX-512"]
     bits, registers = vector_registers(X86, native, "")
     tiles = module.register_tiles(registers, bits // FLOAT32_BITS)
-    first = {}
-    for conv in arch.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(arch.convs)
     options = {shape: module.candidates(conv, tiles) for shape, conv in first.items()}
     compiled, rounds, plans = set(), [], []
     for rank in range(max(map(len, options.values()))):

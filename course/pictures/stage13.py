@@ -13,7 +13,7 @@ from common.export_weights import CAFFE_PREPROCESSING, KERAS_BN_EPS
 from common.intrinsics import FLOAT32_BITS
 from common.stages import stage_module
 from common.target import vector_registers
-from common.tiles import register_tiles
+from common.tiles import first_of_each_shape, register_tiles
 from course.pictures.shared import (
     ACC_COLOUR,
     CODE_FONT,
@@ -34,11 +34,13 @@ from course.pictures.shared import (
     example_conv,
     folded,
     index_steps,
+    lane_columns,
     packed_steps,
     paragraph,
     planned,
     previous,
     require,
+    step_chain,
     weight_strip,
 )
 
@@ -148,13 +150,8 @@ def vpdpbusd(sheet: Sheet, module, q: Quantized, target):
               f"lanes, QUAD = {quad} products of a u8 input code and an s8 weight code are added to the lane's sum. "
               f"Drawn: step q = {step} of a synthetic 1x1 conv ({q.conv.in_channels} -> {q.conv.out_channels} "
               "channels, seeded weights folded by the stage's fold), for one output pixel:", gap=2.6)
-    label_w, h = 27.0, 2.3
-    x0 = MARGIN + label_w
-    w = (SPAN - MARGIN - x0) / lanes
-    top = sheet.y
-    for j in range(lanes):
-        sheet.text(x0 + (j + 0.5) * w, top + 0.2, f"co {j}", size=SMALL - 1, ha="center", va="bottom")
-    sheet.text(x0 - 1, top + 0.2, "lane j: output channel j", size=SMALL - 1, ha="right", va="bottom")
+    h = 2.3
+    x0, w, top = lane_columns(sheet, lanes)
     qx = x0 - 8.5
     sheet.text(MARGIN, top - 2 * h, f"quad = x[h, w, {step}]:\nthe u8 codes of one\npixel's channels "
                f"{channels[0]}-{channels[-1]}\n(one int32), broadcast\nto every lane", size=SMALL - 0.5, va="center")
@@ -317,19 +314,7 @@ def output_chain(sheet: Sheet, module, q: Quantized, chain: list, counts: dict):
              ("ReLU:\nmax(acc, 0)", f"{chain[3]:.2f}", PALE),
              (f"+ 0.5, min(., {module.U8_MAX}),\nto u8 (truncating)", f"{chain[4]:.2f} -> {chain[5]}", PALE),
              ("the next tensor's\nu8 code q", f"{chain[5]}", X_COLOUR))
-    gap = 2.6
-    w = (SPAN - 2 * MARGIN - gap * (len(steps) - 1)) / len(steps)
-    h = 4.0
-    top = sheet.y
-    for i, (label, value, face) in enumerate(steps):
-        x = MARGIN + i * (w + gap)
-        sheet.box(x, top, w, h, face=face)
-        sheet.text(x + w / 2, top - h / 2, label, size=SMALL - 0.5, ha="center", linespacing=1.2)
-        sheet.text(x + w / 2, top - h - 0.6, value, size=SMALL - 0.5, ha="center", va="top", linespacing=1.2,
-                   color="0.15")
-        if i:
-            sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
-    sheet.y = top - h - 4.4
+    step_chain(sheet, steps)
     paragraph(sheet, f"scale[c] = s_x x s_w[c] / s_out and bias[c] / s_out: in the output's codes (requantization). In "
               f"the network (plan): {counts['u8']} of the {counts['convs']} convs write u8 codes; the "
               f"{counts['float32']} downsample convs write float32 values (no ReLU: they can be negative; s_out = 1);"
@@ -342,9 +327,7 @@ def stage13(stage, sheet: Sheet):
     arch = resnet50(COURSE_VARIANT)
     target = vnni_target(module)
     name, cpu, _, _, lanes, tiles = target
-    first = {}
-    for conv in arch.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(arch.convs)
     choices = {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()}
     plan = planned(stage, choices, stand_in_measured(module))
     convs = [step for step in plan.steps if step.conv is not None]

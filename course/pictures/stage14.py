@@ -17,7 +17,7 @@ from common.image import load_image
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.stages import find_stage, stage_module, stage_number
 from common.target import vector_registers
-from common.tiles import register_tiles
+from common.tiles import first_of_each_shape, register_tiles
 from common.weights import load_manifest, load_tensor
 from course.pictures.shared import (
     ACC_COLOUR,
@@ -30,7 +30,6 @@ from course.pictures.shared import (
     MARGIN,
     PALE,
     SMALL,
-    SPAN,
     W_COLOUR,
     WEIGHT_DISPLAY,
     X86,
@@ -40,11 +39,13 @@ from course.pictures.shared import (
     byte_strip,
     example_conv,
     index_steps,
+    lane_columns,
     packed_steps,
     paragraph,
     planned,
     previous,
     require,
+    step_chain,
     weight_strip,
 )
 from tests.amx_emulator import from_bits
@@ -274,13 +275,8 @@ def vdpbf16ps(sheet: Sheet, module, s: Stem, target, marked: tuple, quad: int):
               f"step kh = {kh}, kw = {kw}, p = {p} of its {steps} ({conv.kernel**2} taps x pairs({conv.in_channels}) = "
               f"{pairs} pairs, p = 1 holding channel 2 and a 4th that is 0), group 0, v = 0, computed by plain_pairs "
               "(dot_pairs without AVX512_BF16):", gap=2.6)
-    label_w, h, wh = 27.0, 2.3, 3.0
-    x0 = MARGIN + label_w
-    w = (SPAN - MARGIN - x0) / lanes
-    top = sheet.y
-    for j in range(lanes):
-        sheet.text(x0 + (j + 0.5) * w, top + 0.2, f"co {j}", size=SMALL - 1, ha="center", va="bottom")
-    sheet.text(x0 - 1, top + 0.2, "lane j: output channel j", size=SMALL - 1, ha="right", va="bottom")
+    h, wh = 2.3, 3.0
+    x0, w, top = lane_columns(sheet, lanes)
     qx = x0 - 9.5
     sheet.text(MARGIN, top - wh, f"pair = x[{hi}, {wi}, {p}]:\nthe bfloat16s of one\npixel's channels "
                f"{channels[0]}-{channels[-1]}\n(one int32), broadcast\nto every lane", size=SMALL - 1, va="center")
@@ -375,19 +371,7 @@ def bf16_output_chain(sheet: Sheet, module, s: Stem, rounding, counts: dict):
              ("the next tensor's\nbfloat16", f"{float(from_bits(bits))!r}", X_COLOUR))
     paragraph(sheet, "The conv template's output loop, for channel 0 of the drawn pixel: float32 from the sums to the "
               "store, where to_bf16 rounds once:", gap=1.6)
-    gap = 2.6
-    w = (SPAN - 2 * MARGIN - gap * (len(steps) - 1)) / len(steps)
-    h = 4.0
-    top = sheet.y
-    for i, (label, value, face) in enumerate(steps):
-        x = MARGIN + i * (w + gap)
-        sheet.box(x, top, w, h, face=face)
-        sheet.text(x + w / 2, top - h / 2, label, size=SMALL - 0.5, ha="center", linespacing=1.2)
-        sheet.text(x + w / 2, top - h - 0.6, value, size=SMALL - 0.5, ha="center", va="top", linespacing=1.2,
-                   color="0.15")
-        if i:
-            sheet.arrow((x - gap + 0.3, top - h / 2), (x - 0.3, top - h / 2))
-    sheet.y = top - h - 4.4
+    step_chain(sheet, steps)
     paragraph(sheet, f"In the network (plan): all {counts['convs']} convs write bfloat16 bits, the "
               f"{counts['no relu']} downsample convs without ReLU (a negative value is no special case); the "
               f"{counts['residual']} conv3s add a residual, widened from bfloat16. The max pool compares the bits as "
@@ -401,9 +385,7 @@ def stage14(stage, sheet: Sheet):
     arch = resnet50(COURSE_VARIANT)
     target = bf16_target(module)
     name, cpu, _, _, lanes, tiles = target
-    first = {}
-    for conv in arch.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(arch.convs)
     choices = {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()}
     plan = planned(stage, choices)
     convs = [step for step in plan.steps if step.conv is not None]

@@ -14,7 +14,7 @@ from common.image import load_image
 from common.paths import PICS_DIR, WEIGHTS_DIR
 from common.stages import stage_module
 from common.target import vector_registers
-from common.tiles import register_tiles
+from common.tiles import first_of_each_shape, register_tiles
 from common.weights import load_manifest, load_tensor
 from course.pictures.shared import (
     ACC_COLOUR,
@@ -59,9 +59,7 @@ def amx_target(module):
 def amx_choices(module, tiles, rank: int) -> dict:
     """Each conv shape's candidate of that rank (0: the first) on a CPU with AMX and these tiles, whether or not this
     CPU has AMX, so that the picture is the same on every machine."""
-    first = {}
-    for conv in resnet50(COURSE_VARIANT).convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(resnet50(COURSE_VARIANT).convs)
     return {shape: module.candidates(conv, tiles, amx=True)[rank] for shape, conv in first.items()}
 
 

@@ -9,7 +9,7 @@ from common.architecture import Conv, resnet50
 from common.intrinsics import FLOAT32_BITS
 from common.stages import record, stage_module
 from common.target import vector_registers
-from common.tiles import register_tiles
+from common.tiles import first_of_each_shape, register_tiles
 from course.pictures.shared import (
     ACC_COLOUR,
     CODE_FONT,
@@ -264,9 +264,7 @@ def stage16(stage, sheet: Sheet):
     cpu = dict(TUNED_TARGETS)["AVX-512"]
     bits, registers = vector_registers(X86, cpu, "")
     tiles = register_tiles(registers, bits // FLOAT32_BITS)
-    first = {}
-    for conv in moved.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(moved.convs)
     plan = planned(stage, {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()})
     i = found[0]
     block, after, was, was_after = moved.blocks[i], moved.blocks[i + 1], written.blocks[i], written.blocks[i + 1]

@@ -7,6 +7,7 @@ import common.intrinsics as intrinsics
 from common.architecture import Conv, Linear, resnet50
 from common.bf16 import pairs
 from common.stages import record, stage_module
+from common.tiles import first_of_each_shape
 from course.pictures.shared import CODE_FONT, COURSE_VARIANT, GAP, SMALL, Sheet, paragraph, planned, previous, require
 from course.pictures.stage14 import bf16_target
 from course.pictures.stage16 import MILLION, moves, rewritten, table
@@ -31,9 +32,7 @@ def stage17(stage, sheet: Sheet):
     found = moves(written, moved)
     name, cpu, _, _, lanes, tiles = bf16_target(intrinsics)
     pair = intrinsics.PAIR
-    first = {}
-    for conv in moved.convs:
-        first.setdefault(module.shape_name(conv), conv)
+    first = first_of_each_shape(moved.convs)
     plan = planned(stage, {shape: module.candidates(conv, tiles)[0] for shape, conv in first.items()})
     if any(len(plan.of(conv.name)) != 1 for conv in moved.convs):
         raise AssertionError("a conv is no longer one call of the tile kernel: redraw the picture")
