@@ -302,6 +302,26 @@ def index_steps(sheet: Sheet, x, y, steps):
     sheet.y = y - h - GAP + 0.5
 
 
+def input_strip(sheet: Sheet, view, group: int, name: str, unit: str, element: tuple[str, int], cell, h):
+    """Stages 13-14's packed input: a pixel's channels `group` to an int32 (view: the HWC array as int32s), the start
+    of the next pixel, the int32 that one dot product instruction broadcasts, and each index's step in bytes;
+    name is what an int32 holds (quad, pair), unit what a channel is (bytes, bfloat16s), element the last index's
+    (name, step)."""
+    channel_groups = view.shape[-1]
+    top = sheet.y
+    pixel = [*range(INT32_SHOWN), None, channel_groups - 1]
+    faces = ((X_COLOUR, "#c6dbef"), ("#c7e9c0", ACC_COLOUR))
+    items = [None if c is None else (f"{name[0]} {c}", [str(c * group + k) for k in range(group)], faces[i][c % 2])
+             for i, channels in enumerate((pixel, [*range(INT32_SHOWN - 1), None])) for c in channels]
+    lefts = byte_strip(sheet, MARGIN, top, items, cell, h)
+    sheet.text(lefts[0], top + 2.3, f"pixel (h, w): {channel_groups * group} {unit}", size=SMALL - 1, va="bottom")
+    sheet.text(lefts[len(pixel)], top + 2.3, "pixel (h, w + 1)", size=SMALL - 1, va="bottom")
+    bracket(sheet, lefts[0], lefts[0] + group * cell, top - h - 0.4, f"one {name}: the broadcast", size=SMALL - 1,
+            ha="left")
+    step_h, step_w, step_group = view.strides
+    index_steps(sheet, MARGIN, top - h - 3.4, [("h", step_h), ("w", step_w), (f"ci/{group}", step_group), element])
+
+
 def weight_strip(sheet: Sheet, lanes, block, group, cell, h, unit, instruction, steps):
     """The first weights of a packed [group][kh][kw][ci/group][block][group] array, `group` values (of `unit`) a
     cell, over two input-channel groups, with the span one dot product instruction reads and each index's step."""

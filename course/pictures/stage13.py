@@ -20,7 +20,6 @@ from course.pictures.shared import (
     COURSE_VARIANT,
     EDGE,
     GAP,
-    INT32_SHOWN,
     MARGIN,
     PALE,
     SMALL,
@@ -29,11 +28,9 @@ from course.pictures.shared import (
     X86,
     X_COLOUR,
     Sheet,
-    bracket,
-    byte_strip,
     example_conv,
     folded,
-    index_steps,
+    input_strip,
     lane_columns,
     packed_steps,
     paragraph,
@@ -202,22 +199,10 @@ def int8_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
                  packed_steps(module, conv, choice, quad))
     codes, quads_view = x.view(np.uint8), x.view(np.int32)
     size, _, channel_quads = quads_view.shape
-    step_h, step_w, step_q = quads_view.strides
     paragraph(sheet, f"Its input, as plan passes it: HWC u8 codes, {size}x{size}x{channel_quads * quad} "
               f"with a border of {conv.padding}, which the kernel views as int32 quads x[h][w][ci/{quad}] "
               f"({size}x{size}x{channel_quads}):", gap=4.4)
-    top = sheet.y
-    pixel = [*range(INT32_SHOWN), None, channel_quads - 1]
-    faces = ((X_COLOUR, "#c6dbef"), ("#c7e9c0", ACC_COLOUR))
-    items = [None if c is None else (f"q {c}", [str(c * quad + k) for k in range(quad)], faces[p][c % 2])
-             for p, quads in enumerate((pixel, [*range(INT32_SHOWN - 1), None])) for c in quads]
-    lefts = byte_strip(sheet, MARGIN, top, items, cell, h)
-    sheet.text(lefts[0], top + 2.3, f"pixel (h, w): {channel_quads * quad} bytes", size=SMALL - 1, va="bottom")
-    sheet.text(lefts[len(pixel)], top + 2.3, "pixel (h, w + 1)", size=SMALL - 1, va="bottom")
-    bracket(sheet, lefts[0], lefts[0] + quad * cell, top - h - 0.4, "one quad: the broadcast", size=SMALL - 1,
-            ha="left")
-    index_steps(sheet, MARGIN, top - h - 3.4, [("h", step_h), ("w", step_w), (f"ci/{quad}", step_q),
-                                                ("byte", codes.strides[-1])])
+    input_strip(sheet, quads_view, quad, "quad", "bytes", ("byte", codes.strides[-1]), cell, h)
 
 
 def number_line(sheet: Sheet, x0, x1, y, low: int, high: int, ticks, marks, colour):

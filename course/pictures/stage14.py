@@ -26,7 +26,6 @@ from course.pictures.shared import (
     CODE_FONT,
     COURSE_VARIANT,
     GAP,
-    INT32_SHOWN,
     MARGIN,
     PALE,
     SMALL,
@@ -36,9 +35,8 @@ from course.pictures.shared import (
     X_COLOUR,
     Sheet,
     bracket,
-    byte_strip,
     example_conv,
-    index_steps,
+    input_strip,
     lane_columns,
     packed_steps,
     paragraph,
@@ -337,23 +335,11 @@ def bf16_layouts(sheet: Sheet, module, conv: Conv, choice, x, target):
                  packed_steps(module, conv, choice, pair, np.int16))
     pairs_view = x.view(np.int32)
     size, _, channel_pairs = pairs_view.shape
-    step_h, step_w, step_p = pairs_view.strides
     paragraph(sheet, f"Its input, as plan passes it: HWC bfloat16 bits (uint16), {size}x{size}x"
               f"{channel_pairs * pair} with a border of {conv.padding}, which the kernel views as int32 pairs "
               f"x[h][w][ci/{pair}] ({size}x{size}x{channel_pairs}): a pair's low half is the even channel, which "
               "vdpbf16ps multiplies by the weight pair's low half:", gap=4.4)
-    top = sheet.y
-    pixel = [*range(INT32_SHOWN), None, channel_pairs - 1]
-    faces = ((X_COLOUR, "#c6dbef"), ("#c7e9c0", ACC_COLOUR))
-    items = [None if c is None else (f"p {c}", [str(c * pair + k) for k in range(pair)], faces[i][c % 2])
-             for i, channels in enumerate((pixel, [*range(INT32_SHOWN - 1), None])) for c in channels]
-    lefts = byte_strip(sheet, MARGIN, top, items, cell, h)
-    sheet.text(lefts[0], top + 2.3, f"pixel (h, w): {channel_pairs * pair} bfloat16s", size=SMALL - 1, va="bottom")
-    sheet.text(lefts[len(pixel)], top + 2.3, "pixel (h, w + 1)", size=SMALL - 1, va="bottom")
-    bracket(sheet, lefts[0], lefts[0] + pair * cell, top - h - 0.4, "one pair: the broadcast", size=SMALL - 1,
-            ha="left")
-    index_steps(sheet, MARGIN, top - h - 3.4, [("h", step_h), ("w", step_w), (f"ci/{pair}", step_p),
-                                                ("bfloat16", x.strides[-1])])
+    input_strip(sheet, pairs_view, pair, "pair", "bfloat16s", ("bfloat16", x.strides[-1]), cell, h)
 
 
 def bf16_output_chain(sheet: Sheet, module, s: Stem, rounding, counts: dict):
